@@ -1,0 +1,39 @@
+// Every bound in zzz-lb, in one place. Names end in their unit.
+// Values marked "spec" come from the Zig original's compile-time constants.
+
+/** spec MAX_BACKENDS: limited by the 64-bit health bitmap. */
+export const BACKENDS_MAX = 64;
+/** spec MAX_HOST_LEN (RFC 1035). */
+export const HOST_LEN_MAX = 253;
+/** spec MAX_HEADER_BYTES: request or response header block, start line included. */
+export const HEADER_BYTES_MAX = 8192;
+/** spec MAX_HEADER_LINES. */
+export const HEADER_LINES_MAX = 256;
+/** Request-target length; longer -> 414 (8 KiB, as nginx's large_client_header_buffers). */
+export const URI_BYTES_MAX = 8192;
+/** spec MAX_IDLE_CONNS: idle upstream connections kept per backend (per process). */
+export const IDLE_CONNS_PER_BACKEND_MAX = 128;
+/** Idle upstream connections are closed after this long unused (backends often close at 60 s+). */
+export const IDLE_CONN_TIMEOUT_MS = 30_000;
+/** spec MAX_CONFIG_SIZE. */
+export const CONFIG_BYTES_MAX = 64 * 1024;
+/** Default wait for response headers from a backend (flag --upstream-timeout-ms). */
+export const UPSTREAM_TIMEOUT_MS_DEFAULT = 60_000;
+/** Time allowed to open a TCP (and TLS) connection to a backend. */
+export const CONNECT_TIMEOUT_MS = 5_000;
+/** A chunk-size line longer than this (hex digits + extensions) is malformed. */
+export const CHUNK_LINE_BYTES_MAX = 4096;
+/** Largest chunk size accepted from a backend: 2^53-1 keeps the arithmetic exact. */
+export const CHUNK_SIZE_MAX = Number.MAX_SAFE_INTEGER;
+/** Upper bound on 1xx informational responses skipped before the final one. */
+export const INFORMATIONAL_RESPONSES_MAX = 16;
+/** Bytes of upstream response kept in user space while the client is slow before the socket is paused. */
+export const RESPONSE_BUFFER_BYTES_MAX = 256 * 1024;
+/** Bytes shown per hexdump block in --trace output. */
+export const TRACE_DUMP_BYTES_MAX = 64 * 1024;
+/** Bun.serve idle timeout for client connections, seconds (Bun's max is 255). */
+export const CLIENT_IDLE_TIMEOUT_S = 75;
+/** How long a listening server waits for in-flight requests on shutdown (flag --drain-timeout-ms). */
+export const DRAIN_TIMEOUT_MS_DEFAULT = 30_000;
+/** Largest request body Bun.serve will accept (Bun rejects larger with 413). */
+export const REQUEST_BODY_BYTES_MAX = 1024 * 1024 * 1024;
