@@ -40,6 +40,9 @@ export function connectionListed(value: string | undefined | null): Set<string> 
 
 export type BodyFraming = "none" | "length" | "chunked";
 
+/** Methods whose requests carry content by definition (RFC 9110 §9.3). */
+const CONTENT_METHODS = new Set(["POST", "PUT", "PATCH"]);
+
 export interface RequestHeadInput {
   method: string;
   /** origin-form: path and query exactly as received. */
@@ -73,6 +76,9 @@ export function buildRequestHead(input: RequestHeadInput, fields: Record<string,
   if (input.clientHost) head += `x-forwarded-host: ${input.clientHost}\r\n`;
   if (input.framing === "length") head += `content-length: ${input.contentLength}\r\n`;
   else if (input.framing === "chunked") head += "transfer-encoding: chunked\r\n";
+  // RFC 9110 §8.6: a request whose method defines content SHOULD say its length even when it is 0;
+  // many backends answer 411 to a POST without Content-Length.
+  else if (CONTENT_METHODS.has(input.method)) head += "content-length: 0\r\n";
   return head + "\r\n";
 }
 

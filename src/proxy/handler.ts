@@ -4,9 +4,10 @@ import type { Options } from "../config/options.ts";
 import { pickRoundRobin, type RoundRobinState } from "../core/balancer.ts";
 import { checkRequestFraming } from "../core/framing.ts";
 import { type BodyFraming, buildRequestHead } from "../core/headers.ts";
+import { REQUEST_BODY_BUFFER_BYTES_MAX } from "../core/limits.ts";
 import { log } from "../telemetry/log.ts";
 import type { FifoDeadlines } from "../upstream/deadlines.ts";
-import { Exchange } from "../upstream/exchange.ts";
+import { Exchange, type ExchangeInput } from "../upstream/exchange.ts";
 import type { BackendPool } from "../upstream/pool.ts";
 import { errorResponse } from "./errors.ts";
 
@@ -47,10 +48,7 @@ export function createHandler(ctx: ProxyContext) {
       log.info("proxy", `refused ${method} request: ${verdict.status} ${verdict.reason}`);
       return refusal(verdict.status, verdict.reason);
     }
-    // req.url is absolute ("http://host/path?q"); the origin-form target starts at the first "/"
-    // after the authority.
-    const slash = url.indexOf("/", url.indexOf("//") + 2);
-    const target = slash < 0 ? "/" : url.slice(slash);
+    const target = originForm(url);
 
     const i = pickRoundRobin(rr, pools.length);
     if (i < 0) return errorResponse("no_backend");
@@ -79,18 +77,43 @@ export function createHandler(ctx: ProxyContext) {
       },
       fields,
     );
-    const hasBody = framing === "chunked" || (framing === "length" && cl !== "0");
-    return new Exchange({
+    const input: ExchangeInput = {
       pool,
       method,
       head,
-      body: hasBody ? req.body : null,
+      body: null,
       chunked: framing === "chunked",
       deadlines,
       signal: req.signal,
       target,
-    }).run();
+    };
+    if (framing === "chunked" || (framing === "length" && cl !== "0")) {
+      // Small bodies are read whole (as nginx buffers them) so head and body leave in one write and
+      // the request can be replayed on a stale pooled connection; larger ones stream as they arrive.
+      // `cl` passed checkRequestFraming: plain digits, so Number() is exact here.
+      if (framing === "length" && (cl as string).length <= 9 && Number(cl) <= REQUEST_BODY_BUFFER_BYTES_MAX) {
+        return req.bytes().then(
+          (bytes) => {
+            input.body = bytes;
+            return new Exchange(input).run();
+          },
+          () => errorResponse("client_aborted"),
+        );
+      }
+      input.body = req.body;
+    }
+    return new Exchange(input).run();
   };
+}
+
+/**
+ * The origin-form target from req.url: absolute ("http://host/path?q") when the request had a Host,
+ * the bare path when it had none (HTTP/1.0).
+ */
+function originForm(url: string): string {
+  if (url.charCodeAt(0) === 0x2f) return url;
+  const slash = url.indexOf("/", url.indexOf("//") + 2);
+  return slash < 0 ? "/" : url.slice(slash);
 }
 
 function clientAddress(server: Server<undefined>, req: Request): string {

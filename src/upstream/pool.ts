@@ -87,10 +87,12 @@ export class BackendPool {
   }
 
   release(conn: H1Conn): void {
-    if (this.idle.length >= IDLE_CONNS_PER_BACKEND_MAX || !conn.usable()) {
+    if (!conn.usable()) {
       conn.destroy();
       return;
     }
+    // Over the cap, close the least recently used connection (the bottom of the stack), not this warm one.
+    if (this.idle.length >= IDLE_CONNS_PER_BACKEND_MAX) this.idle.shift()!.destroy();
     conn.sock!.timeout(IDLE_CONN_TIMEOUT_S);
     this.idle.push(conn);
     this.stats.idle = this.idle.length;
@@ -119,7 +121,9 @@ export class BackendPool {
         socket: handlers,
         tls: spec.tls
           ? {
-              serverName: isIpLiteral(spec.host) ? undefined : spec.host,
+              // "" sends no SNI (RFC 6066 forbids IP literals there); undefined would send the IP.
+              // The certificate is still checked against the IP either way.
+              serverName: isIpLiteral(spec.host) ? "" : spec.host,
               rejectUnauthorized: !this.opts.insecure,
               ALPNProtocols: ALPN_HTTP1,
             }
