@@ -29,7 +29,14 @@ function main(argv: string[]): void {
   }
   const options = parsed.options;
   setLogLevel(options.logLevel);
-  if (options.backends.length === 0) {
+  if (options.configFile !== null && options.backends.length > 0) {
+    // One source of truth for the backend list: the file is hot-reloaded, flags are not.
+    process.stderr.write(
+      "err(cli): use either -b (fixed backends) or -c FILE (hot-reloaded backends), not both\n",
+    );
+    process.exit(EXIT_USAGE);
+  }
+  if (options.backends.length === 0 && options.configFile === null) {
     process.stderr.write(
       "err(cli): no backends: give at least one -b HOST:PORT (or run `npm run demo` to try it with demo backends)\n",
     );
@@ -42,7 +49,12 @@ function main(argv: string[]): void {
   try {
     running = startProxy(options);
   } catch (err: unknown) {
-    log.err("main", `cannot listen on ${options.host}:${options.port}: ${String(err)}`);
+    log.err(
+      "main",
+      err instanceof Error && err.name === "ConfigError"
+        ? err.message
+        : `cannot start on ${options.host}:${options.port}: ${String(err)}`,
+    );
     process.exit(1);
   }
   const backends = running.pools.map((p) => `${p.key}${p.spec.tls ? " (tls)" : ""}`).join(", ");
@@ -59,6 +71,13 @@ function main(argv: string[]): void {
     });
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGHUP", () => {
+    log.info(
+      "main",
+      options.configFile ? `SIGHUP: reloading ${options.configFile}` : "SIGHUP: no -c file to reload",
+    );
+    running.reload();
+  });
   process.on("SIGINT", () => shutdown("SIGINT"));
 }
 

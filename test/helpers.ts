@@ -2,7 +2,7 @@
 import type { Server } from "bun";
 import { parseArgs } from "../src/cli/parse.ts";
 import type { Options } from "../src/config/options.ts";
-import { type Running, startProxy } from "../src/proxy/server.ts";
+import { type Running, type StartOptions, startProxy } from "../src/proxy/server.ts";
 import { setLogSink } from "../src/telemetry/log.ts";
 
 /** Upper bound for any condition a test waits for. */
@@ -14,11 +14,11 @@ export async function waitFor<T>(
   what: string,
   cond: () => T | Promise<T>,
   deadlineMs = WAIT_DEADLINE_MS,
-): Promise<T> {
+): Promise<NonNullable<T>> {
   const end = Date.now() + deadlineMs;
   for (;;) {
     const v = await cond();
-    if (v) return v;
+    if (v) return v as NonNullable<T>;
     if (Date.now() > end) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, POLL_INTERVAL_MS));
   }
@@ -56,9 +56,16 @@ export function optionsFrom(args: string[]): Options {
   return { ...parsed.options, port: 0 };
 }
 
-/** An in-process zzz-lb in front of `backends` ("host:port" specs). */
-export function proxy(backends: string[], extra: string[] = []): Running & { port: number; url: string } {
-  const running = startProxy(optionsFrom([...backends.flatMap((b) => ["-b", b]), ...extra]));
+/**
+ * An in-process zzz-lb in front of `backends` ("host:port" specs). Active health probes are off
+ * unless asked for, so backends see only the requests a test sends.
+ */
+export function proxy(
+  backends: string[],
+  extra: string[] = [],
+  start: StartOptions = { activeProbes: false },
+): Running & { port: number; url: string } {
+  const running = startProxy(optionsFrom([...backends.flatMap((b) => ["-b", b]), ...extra]), start);
   const port = running.server.port!;
   return Object.assign(running, { port, url: `http://127.0.0.1:${port}` });
 }

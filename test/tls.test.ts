@@ -3,10 +3,12 @@
 // reads once at process start, so every case that needs the test CA trusted runs the proxy as a child
 // process with that variable set explicitly (this machine's environment already points it at the system
 // bundle). Cases that need no trusted CA run in-process, where the test CA is untrusted.
+
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import tls from "node:tls";
 import type { Server } from "bun";
+import { PROBE_USER_AGENT } from "../src/upstream/probe.ts";
 import { type CertFiles, makePki, type TestPki } from "./certs.ts";
 import { closedPort, logLines, proxy, rawExchange, statusOf, waitFor } from "./helpers.ts";
 
@@ -42,6 +44,8 @@ function tlsBackend(certs: CertFiles | Parameters<typeof Bun.serve>[0]["tls"]) {
     port: 0,
     tls: tlsOpt,
     fetch(req, srv) {
+      // A spawned proxy also sends active health probes; only proxied requests count here.
+      if (req.headers.get("user-agent") === PROBE_USER_AGENT) return new Response("ok");
       seen.push({ host: req.headers.get("host"), clientPort: srv.requestIP(req)?.port ?? -1 });
       return new Response(`tls-ok ${new URL(req.url).pathname}`);
     },

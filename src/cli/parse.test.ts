@@ -162,7 +162,7 @@ describe("help and version", () => {
     expect(t).toMatch(/--port N[^\n]*\(default: 8080\)/);
     expect(t).not.toMatch(/--port N[^\n]*not yet/);
     expect(t).toContain("mp (not yet) | sp");
-    expect(t).toContain("round_robin | weighted (not yet)");
+    expect(t).toContain("mp (not yet) | sp");
     for (const line of t.split("\n")) expect(line.length).toBeLessThanOrEqual(80);
   });
 });
@@ -501,14 +501,14 @@ describe("not yet implemented", () => {
       "--waf-config is not implemented yet (WAF arrives with issue 5)",
     ]);
   });
-  test("--mode sp, -w 1 and --strategy round_robin are fine; mp, other worker counts and strategies are not", () => {
+  test("--mode sp, -w 1 and every strategy are fine; mp and other worker counts are not", () => {
     expect(used("--mode", "sp", "-w", "1", "-s", "round_robin")).toEqual([]);
+    for (const s of ["weighted", "weighted_round_robin", "random", "sticky", "least_conn", "p2c"]) {
+      expect(used("-s", s)).toEqual([]);
+    }
     expect(used("--mode", "mp")).toEqual([`--mode mp is not implemented yet (${NOT_YET["--mode mp"]})`]);
     expect(used("-w", "4")).toEqual([`--workers is not implemented yet (${NOT_YET["--workers"]})`]);
     expect(used("-w", "0")).toHaveLength(1);
-    expect(used("-s", "weighted_round_robin")).toEqual([
-      `--strategy weighted is not implemented yet (${NOT_YET["--strategy weighted"]})`,
-    ]);
   });
   test("every NOT_YET entry can be triggered, and only by itself", () => {
     const sample: Record<string, string> = {
@@ -536,10 +536,8 @@ describe("not yet implemented", () => {
     }
   });
   test("several at once come in table order", () => {
-    expect(used("--metrics-path", "/m", "--waf-shadow", "--mode", "mp").map((m) => m.split(" ")[0])).toEqual([
-      "--waf-shadow",
-      "--mode",
-      "--metrics-path",
-    ]);
+    expect(
+      used("--otel-endpoint", "localhost:4318", "--waf-shadow", "--mode", "mp").map((m) => m.split(" ")[0]),
+    ).toEqual(["--waf-shadow", "--otel-endpoint", "--mode"]);
   });
 });

@@ -1,11 +1,352 @@
-// Backend selection. Pure: the caller owns the counter state and the backend list.
-// (Strategies beyond round robin, and health, arrive with the backend-pool issue.)
+// Backend selection strategies. Pure: no I/O, no clock, no Math.random. Everything a pick reads or
+// advances sits behind PoolView, so the multi-process build can back the same code with the shared
+// memory table (health words, in-flight counters, round-robin counter) instead of LocalPool.
+//
+// `pick` runs on every request: it allocates nothing (results come from a table of frozen objects, sets are
+// bitmasks, no closures) and is O(number of backends).
+import { BACKENDS_MAX } from "./limits.ts";
+
+/** Same union as Strategy in src/config/options.ts (core may not import config). */
+export type Strategy = "round_robin" | "weighted" | "random" | "sticky" | "least_conn" | "p2c";
+
+/**
+ * What a pick reads, and the strategy state it advances.
+ *
+ * Backend sets (healthy, excluded) are 64-bit bitmaps held as two 32-bit words: bit i of `lo` is
+ * backend i (0-31), bit i-32 of `hi` is backend i (32-63). Why not the alternatives:
+ * - BigInt: every `&`, `|`, `~` allocates a heap BigInt; several times slower per pick.
+ * - one boolean per backend: n reads per pick and no single snapshot, while two words are read
+ *   once, and shared memory can flip a bit with Atomics.or / Atomics.and on an Int32Array (the
+ *   64-bit Atomics need BigInt64Array, which brings the BigInt cost back).
+ */
+export interface PoolView {
+  /** Number of backends, at most BACKENDS_MAX. */
+  count(): number;
+  /** Configured weight (weighted only); backends with weight < 1 are never picked by `weighted`. */
+  weight(i: number): number;
+  healthyLo(): number;
+  healthyHi(): number;
+  /** Requests now in flight to backend i (all workers, when shared). */
+  inFlight(i: number): number;
+  /** Recent response-time average; 0 = no sample yet. */
+  latencyEwmaMs(i: number): number;
+  /** stickyCookieValue of backend i, computed once when the backend list is loaded. */
+  stickyId(i: number): string;
+  /** The backend whose stickyId is `id`, or -1 (a lookup table built with the list, not a scan). */
+  stickyIndex(id: string): number;
+  /** Returns the round-robin ticket and advances it (shared memory: Atomics.add, which wraps). */
+  rrNext(): number;
+  /** Smooth weighted round robin's current_weight of backend i, kept between picks. */
+  wrrCurrent(i: number): number;
+  wrrSetCurrent(i: number, value: number): void;
+}
+
+/**
+ * Per-request input, allocated once per client request and reused across its retries: the caller
+ * adds each backend it tried to the exclude set (excludeIndex) so a retry goes elsewhere.
+ */
+export interface PickRequest {
+  /** The client's sticky cookie value, or null when it sent none. */
+  stickyId: string | null;
+  excludeLo: number;
+  excludeHi: number;
+}
+
+export interface PickResult {
+  /** Backend index, or -1 when no healthy, non-excluded backend exists (-> 503, or stop retrying). */
+  readonly index: number;
+  /** sticky only: the caller sets the cookie to stickyId(index) in the response. */
+  readonly setSticky: boolean;
+}
+
+// Every possible result, built once: returning one of these keeps pick allocation-free.
+const KEEP: readonly PickResult[] = resultTable(false);
+const MOVE: readonly PickResult[] = resultTable(true);
+const NONE: PickResult = KEEP[0]!;
+
+function resultTable(setSticky: boolean): readonly PickResult[] {
+  const table: PickResult[] = [];
+  for (let i = -1; i < BACKENDS_MAX; i++) table.push(Object.freeze({ index: i, setSticky }));
+  return table; // not frozen: reads from a frozen array take a slow path in JSC (2x the cost of a pick)
+}
+
+/** Weight of a new sample in latencyEwmaMs: about the last 10 responses matter. */
+export const LATENCY_EWMA_ALPHA = 0.2;
+
+/** Next latency average after one response; the first sample is taken as is. */
+export function ewmaMs(prevMs: number, sampleMs: number): number {
+  if (prevMs <= 0) return sampleMs;
+  return prevMs + LATENCY_EWMA_ALPHA * (sampleMs - prevMs);
+}
+
+export function newPickRequest(stickyId: string | null = null): PickRequest {
+  return { stickyId, excludeLo: 0, excludeHi: 0 };
+}
+
+/** Keep the next pick of this request off backend i. */
+export function excludeIndex(req: PickRequest, i: number): void {
+  if (i < 32) req.excludeLo |= 1 << i;
+  else req.excludeHi |= 1 << (i - 32);
+}
+
+/** Bit test on a two-word set (health or exclude). */
+export function maskHas(lo: number, hi: number, i: number): boolean {
+  return ((i < 32 ? lo >>> i : hi >>> (i - 32)) & 1) === 1;
+}
+
+function popcount32(x: number): number {
+  let v = x - ((x >>> 1) & 0x55555555);
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 0xff;
+}
+
+/** Position of the k-th (0-based) set bit of x; x must have more than k bits set. */
+function nthBit32(x: number, k: number): number {
+  let v = x;
+  for (let j = 0; j < k; j++) v &= v - 1; // clear the lowest set bit k times
+  return 31 - Math.clz32(v & -v);
+}
+
+/** Index of the k-th (0-based) member of the set (lo, hi); it must have more than k members. */
+function nthMember(lo: number, hi: number, k: number): number {
+  const inLo = popcount32(lo);
+  return k < inLo ? nthBit32(lo, k) : 32 + nthBit32(hi, k - inLo);
+}
+
+/** A uniform integer in [0, n) from rand() in [0, 1). */
+function below(rand: () => number, n: number): number {
+  const k = Math.floor(rand() * n);
+  if (k >= n) return n - 1;
+  if (k >= 0) return k;
+  return 0; // negative or NaN from a broken rand
+}
+
+/**
+ * Round robin over the candidates: the ticket picks the k-th candidate (not "the next healthy
+ * after slot t", which would hand a down backend's share to its neighbour and double its load).
+ */
+function roundRobin(view: PoolView, lo: number, hi: number, n: number): number {
+  return nthMember(lo, hi, (view.rrNext() >>> 0) % n);
+}
+
+/** nginx's smooth weighted round robin (ngx_http_upstream_get_peer), over the candidates only. */
+function weighted(view: PoolView, lo: number, hi: number, count: number): number {
+  let total = 0;
+  let best = -1;
+  let bestCurrent = 0;
+  for (let i = 0; i < count; i++) {
+    if (!maskHas(lo, hi, i)) continue;
+    const w = view.weight(i);
+    if (!(w >= 1)) continue;
+    const current = view.wrrCurrent(i) + w;
+    view.wrrSetCurrent(i, current);
+    total += w;
+    if (best < 0 || current > bestCurrent) {
+      best = i;
+      bestCurrent = current;
+    }
+  }
+  if (best >= 0) view.wrrSetCurrent(best, bestCurrent - total);
+  return best;
+}
+
+/**
+ * Fewest in flight; a tie is broken round robin so equal backends share the load. Two passes instead
+ * of a list of the tied: nothing to allocate or keep. With shared counters a count may change
+ * between the passes; then the first minimum found wins.
+ */
+function leastConn(view: PoolView, lo: number, hi: number, count: number): number {
+  let min = Number.POSITIVE_INFINITY;
+  let first = -1;
+  let ties = 0;
+  for (let i = 0; i < count; i++) {
+    if (!maskHas(lo, hi, i)) continue;
+    const load = view.inFlight(i);
+    if (load < min) {
+      min = load;
+      first = i;
+      ties = 1;
+    } else if (load === min) ties++;
+  }
+  if (ties <= 1) return first;
+  let k = (view.rrNext() >>> 0) % ties;
+  for (let i = first; i < count; i++) {
+    if (!maskHas(lo, hi, i) || view.inFlight(i) !== min) continue;
+    if (k === 0) return i;
+    k--;
+  }
+  return first;
+}
+
+/** Power of two random choices: the less loaded of two distinct random candidates. */
+function p2c(view: PoolView, lo: number, hi: number, n: number, rand: () => number): number {
+  if (n === 1) return nthMember(lo, hi, 0);
+  const ka = below(rand, n);
+  let kb = below(rand, n - 1);
+  if (kb >= ka) kb++; // distinct from ka, still uniform
+  const a = nthMember(lo, hi, ka);
+  const b = nthMember(lo, hi, kb);
+  const loadA = view.inFlight(a);
+  const loadB = view.inFlight(b);
+  if (loadA !== loadB) return loadA < loadB ? a : b;
+  return view.latencyEwmaMs(b) < view.latencyEwmaMs(a) ? b : a;
+}
+
+/**
+ * Picks a backend for one attempt of a request. Only healthy backends not in the request's exclude
+ * set are candidates; none -> index -1. `rand` returns [0, 1) (random and p2c only).
+ */
+export function pick(strategy: Strategy, view: PoolView, req: PickRequest, rand: () => number): PickResult {
+  const count = Math.min(view.count(), BACKENDS_MAX);
+  // Candidates: healthy, not excluded, index < count.
+  const lo = view.healthyLo() & ~req.excludeLo & (count >= 32 ? -1 : (1 << count) - 1);
+  const hi =
+    view.healthyHi() & ~req.excludeHi & (count <= 32 ? 0 : count >= 64 ? -1 : (1 << (count - 32)) - 1);
+  const n = popcount32(lo) + popcount32(hi);
+  if (n === 0) return NONE;
+  switch (strategy) {
+    case "round_robin":
+      return KEEP[roundRobin(view, lo, hi, n) + 1]!;
+    case "weighted":
+      return KEEP[weighted(view, lo, hi, count) + 1]!;
+    case "random":
+      return KEEP[nthMember(lo, hi, below(rand, n)) + 1]!;
+    case "least_conn":
+      return KEEP[leastConn(view, lo, hi, count) + 1]!;
+    case "p2c":
+      return KEEP[p2c(view, lo, hi, n, rand) + 1]!;
+    case "sticky": {
+      const i = req.stickyId === null ? -1 : view.stickyIndex(req.stickyId);
+      // Its backend down, excluded or gone: move the client, and say so.
+      if (i >= 0 && i < count && maskHas(lo, hi, i)) return KEEP[i + 1]!;
+      return MOVE[roundRobin(view, lo, hi, n) + 1]!;
+    }
+  }
+}
+
+/**
+ * The sticky cookie value for a backend: 64-bit FNV-1a of "host:port" (IPv6 hosts in brackets) as
+ * 16 hex digits. It is an identifier, not a secret: it does not show the address, but anyone can
+ * hash candidate addresses and compare. Stable across restarts and workers, so a client keeps its
+ * backend when the backend list is reloaded with the same entry.
+ */
+export function stickyCookieValue(hostPort: string): string {
+  const prime = 0x100000001b3n;
+  const mask = 0xffffffffffffffffn;
+  let h = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(hostPort)) h = ((h ^ BigInt(byte)) * prime) & mask;
+  return h.toString(16).padStart(16, "0");
+}
+
+/** "host:port", with IPv6 hosts bracketed: the input of stickyCookieValue. */
+export function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The fields of a configured backend that selection needs (BackendSpec fits). */
+export interface BackendInfo {
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+}
+
+/**
+ * PoolView for one process (sp mode, tests): plain fields. All backends start healthy, as the health
+ * state machine does, so traffic flows before the first probe.
+ */
+export class LocalPool implements PoolView {
+  private readonly n: number;
+  private readonly weights: Float64Array;
+  private readonly currents: Float64Array;
+  private readonly loads: Int32Array;
+  private readonly latencies: Float64Array;
+  private readonly ids: readonly string[];
+  private readonly idIndex: Map<string, number>;
+  private lo: number;
+  private hi: number;
+  private ticket = 0;
+
+  constructor(backends: readonly BackendInfo[]) {
+    if (backends.length > BACKENDS_MAX) {
+      throw new RangeError(`${backends.length} backends: at most ${BACKENDS_MAX} are supported`);
+    }
+    const n = backends.length;
+    this.n = n;
+    this.weights = Float64Array.from(backends, (b) => b.weight);
+    this.currents = new Float64Array(n);
+    this.loads = new Int32Array(n);
+    this.latencies = new Float64Array(n);
+    this.ids = backends.map((b) => stickyCookieValue(hostPort(b.host, b.port)));
+    this.idIndex = new Map();
+    // The same host:port listed twice: the cookie names the first.
+    for (let i = n - 1; i >= 0; i--) this.idIndex.set(this.ids[i]!, i);
+    this.lo = n >= 32 ? -1 : (1 << n) - 1;
+    this.hi = n <= 32 ? 0 : n >= 64 ? -1 : (1 << (n - 32)) - 1;
+  }
+
+  count(): number {
+    return this.n;
+  }
+  weight(i: number): number {
+    return this.weights[i]!;
+  }
+  healthyLo(): number {
+    return this.lo;
+  }
+  healthyHi(): number {
+    return this.hi;
+  }
+  inFlight(i: number): number {
+    return this.loads[i]!;
+  }
+  latencyEwmaMs(i: number): number {
+    return this.latencies[i]!;
+  }
+  stickyId(i: number): string {
+    return this.ids[i]!;
+  }
+  stickyIndex(id: string): number {
+    return this.idIndex.get(id) ?? -1;
+  }
+  rrNext(): number {
+    const t = this.ticket;
+    this.ticket = (t + 1) >>> 0;
+    return t;
+  }
+  wrrCurrent(i: number): number {
+    return this.currents[i]!;
+  }
+  wrrSetCurrent(i: number, value: number): void {
+    this.currents[i] = value;
+  }
+
+  /** Apply a health transition (from recordResult) to the bitmap that pick reads. */
+  setHealthy(i: number, up: boolean): void {
+    if (i < 32) this.lo = up ? this.lo | (1 << i) : this.lo & ~(1 << i);
+    else this.hi = up ? this.hi | (1 << (i - 32)) : this.hi & ~(1 << (i - 32));
+  }
+  isHealthy(i: number): boolean {
+    return maskHas(this.lo, this.hi, i);
+  }
+  /** A request to backend i started. */
+  begin(i: number): void {
+    this.loads[i] = this.loads[i]! + 1;
+  }
+  /** A request to backend i finished; latencyMs < 0 = no sample (it failed before a response). */
+  end(i: number, latencyMs: number): void {
+    const load = this.loads[i]!;
+    if (load > 0) this.loads[i] = load - 1;
+    if (latencyMs >= 0) this.latencies[i] = ewmaMs(this.latencies[i]!, latencyMs);
+  }
+}
+
+// --- Kept for src/proxy/handler.ts until it moves to pick(); remove with the last caller. ---
 
 export interface RoundRobinState {
   next: number;
 }
 
-/** Index of the backend for the next request, or -1 when there is none. */
+/** Index of the backend for the next request, or -1 when there is none (ignores health). */
 export function pickRoundRobin(state: RoundRobinState, count: number): number {
   if (count === 0) return -1;
   const i = state.next % count;

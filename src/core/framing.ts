@@ -45,36 +45,40 @@ function fail(status: 400 | 411 | 413 | 414 | 431 | 501, reason: string): Framin
   return { ok: false, status, reason };
 }
 
-// One pass over the headers sums their size and picks up the three fields we need, which is cheaper
-// than three Headers.get() calls on top of the pass. Module-level state keeps the callback allocation-free;
-// checkRequestFraming is synchronous, so nothing can interleave.
-let passBytes = 0;
-let passFields = 0;
-let passHost: string | null = null;
-let passTe: string | null = null;
-let passCl: string | null = null;
+/** A request's header fields as Headers.toJSON() gives them: lower-case names, repeated fields merged. */
+export type RequestFields = Record<string, string | string[]>;
 
-function scanHeaders(headers: Headers, requestLineBytes: number): void {
-  passBytes = requestLineBytes;
-  passFields = 0;
-  passHost = passTe = passCl = null;
-  headers.forEach(visitField);
+/**
+ * 431 reason if the header block is over our limits, else null. Sizes are approximate: Bun merges
+ * repeated fields, so they count once. (Bun itself stops at 198 lines; the line check guards upgrades.)
+ */
+function headerBlockProblem(fields: RequestFields, requestLineBytes: number): string | null {
+  let bytes = requestLineBytes;
+  let lines = 0;
+  for (const name in fields) {
+    const value = fields[name]!;
+    lines++;
+    bytes +=
+      name.length +
+      FIELD_OVERHEAD_BYTES +
+      (typeof value === "string" ? value.length : value.join(", ").length);
+  }
+  if (bytes > HEADER_BYTES_MAX) return "header block too large";
+  if (lines > HEADER_LINES_MAX) return "too many header fields";
+  return null;
 }
 
-function visitField(value: string, name: string): void {
-  passBytes += name.length + value.length + FIELD_OVERHEAD_BYTES;
-  passFields++;
-  if (name === "host") passHost = value;
-  else if (name === "content-length") passCl = value;
-  else if (name === "transfer-encoding") passTe = value;
+function one(fields: RequestFields, name: string): string | null {
+  const v = fields[name];
+  return v === undefined ? null : typeof v === "string" ? v : v.join(", ");
 }
 
 /**
  * Decides whether a request that Bun.serve accepted may be forwarded.
- * `url` is req.url, `headers` is req.headers. Never throws; does not read the body.
+ * `url` is req.url, `fields` is req.headers.toJSON(). Never throws; does not read the body.
  * On { ok: false } answer `status` with "Connection: close" and forward nothing.
  */
-export function checkRequestFraming(method: string, url: string, headers: Headers): FramingVerdict {
+export function checkRequestFraming(method: string, url: string, fields: RequestFields): FramingVerdict {
   // Bun hands CONNECT to the handler and then stops parsing HTTP on the connection; a reverse proxy has
   // no tunnel to offer.
   if (method === "CONNECT") return fail(501, "CONNECT is not supported");
@@ -84,13 +88,11 @@ export function checkRequestFraming(method: string, url: string, headers: Header
   if (targetBytes > URI_BYTES_MAX) return fail(414, "request-target too long");
   if (url.indexOf("#", targetStart) !== -1) return fail(400, "fragment in request-target");
 
-  scanHeaders(headers, method.length + targetBytes + REQUEST_LINE_OVERHEAD_BYTES);
-  const host = passHost;
-  const te = passTe;
-  const cl = passCl;
-  passHost = passTe = passCl = null; // do not keep the strings alive
-  if (passBytes > HEADER_BYTES_MAX) return fail(431, "header block too large");
-  if (passFields > HEADER_LINES_MAX) return fail(431, "too many header fields");
+  const tooBig = headerBlockProblem(fields, method.length + targetBytes + REQUEST_LINE_OVERHEAD_BYTES);
+  if (tooBig !== null) return fail(431, tooBig);
+  const host = one(fields, "host");
+  const te = one(fields, "transfer-encoding");
+  const cl = one(fields, "content-length");
 
   // A missing Host means HTTP/1.0 (Bun rejects HTTP/1.1 without Host); that is allowed.
   if (host !== null) {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import {
-  buildRequestHead,
   connectionListed,
+  forwardedFields,
   isIdempotent,
   type RequestHeadInput,
   responseFields,
@@ -9,8 +9,6 @@ import {
 
 const base: RequestHeadInput = {
   method: "GET",
-  target: "/a?b=1",
-  host: "example.com",
   clientHost: "example.com",
   clientIp: "10.1.2.3",
   proto: "http",
@@ -18,16 +16,18 @@ const base: RequestHeadInput = {
   contentLength: "",
 };
 
-function lines(head: string): string[] {
+/** The forwarded block behind a request line and Host, as the exchange sends it. */
+function lines(rest: string): string[] {
+  const head = `GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\n${rest}`;
   expect(head.endsWith("\r\n\r\n")).toBe(true);
   return head.slice(0, -4).split("\r\n");
 }
 
-describe("buildRequestHead", () => {
-  test("request line, Host first, X-Forwarded-* set", () => {
-    const out = lines(buildRequestHead(base, { host: "example.com", accept: "*/*" }));
+describe("forwardedFields", () => {
+  test("copies end-to-end fields and sets X-Forwarded-*", () => {
+    const out = lines(forwardedFields(base, { host: "example.com", accept: "*/*" }));
     expect(out[0]).toBe("GET /a?b=1 HTTP/1.1");
-    expect(out[1]).toBe("host: example.com");
+    expect(out.filter((l) => l.startsWith("host:"))).toEqual(["host: example.com"]); // never copied
     expect(out).toContain("accept: */*");
     expect(out).toContain("x-forwarded-for: 10.1.2.3");
     expect(out).toContain("x-forwarded-proto: http");
@@ -36,7 +36,7 @@ describe("buildRequestHead", () => {
 
   test("appends the peer to an incoming X-Forwarded-For and replaces -Proto/-Host", () => {
     const out = lines(
-      buildRequestHead(base, {
+      forwardedFields(base, {
         "x-forwarded-for": "1.2.3.4",
         "x-forwarded-proto": "https",
         "x-forwarded-host": "evil",
@@ -51,7 +51,7 @@ describe("buildRequestHead", () => {
 
   test("drops hop-by-hop fields and those named in Connection", () => {
     const out = lines(
-      buildRequestHead(base, {
+      forwardedFields(base, {
         connection: "keep-alive, X-Secret",
         "keep-alive": "timeout=5",
         "proxy-connection": "keep-alive",
@@ -83,19 +83,19 @@ describe("buildRequestHead", () => {
 
   test("framing is ours: Content-Length or chunked from the decision, never copied", () => {
     const withLength = lines(
-      buildRequestHead(
+      forwardedFields(
         { ...base, method: "POST", framing: "length", contentLength: "12" },
         { "content-length": "99" },
       ),
     );
     expect(withLength.filter((l) => l.startsWith("content-length"))).toEqual(["content-length: 12"]);
-    const chunked = lines(buildRequestHead({ ...base, method: "POST", framing: "chunked" }, {}));
+    const chunked = lines(forwardedFields({ ...base, method: "POST", framing: "chunked" }, {}));
     expect(chunked).toContain("transfer-encoding: chunked");
     expect(chunked.some((l) => l.startsWith("content-length"))).toBe(false);
   });
 
   test("no X-Forwarded-Host without a client Host", () => {
-    const out = lines(buildRequestHead({ ...base, clientHost: "" }, {}));
+    const out = lines(forwardedFields({ ...base, clientHost: "" }, {}));
     expect(out.some((l) => l.startsWith("x-forwarded-host"))).toBe(false);
   });
 });

@@ -45,9 +45,6 @@ const CONTENT_METHODS = new Set(["POST", "PUT", "PATCH"]);
 
 export interface RequestHeadInput {
   method: string;
-  /** origin-form: path and query exactly as received. */
-  target: string;
-  host: string;
   /** Client's Host, for X-Forwarded-Host ("" if absent). */
   clientHost: string;
   clientIp: string;
@@ -58,11 +55,12 @@ export interface RequestHeadInput {
 }
 
 /**
- * The request head sent upstream. `fields` is a plain object of lower-cased names to values
+ * The header lines sent upstream after the request line and Host (which depends on the backend),
+ * ending with the blank line. `fields` is a plain object of lower-cased names to values
  * (Headers.toJSON()): repeated fields arrive already combined by the server (RFC 9110 §5.3).
  */
-export function buildRequestHead(input: RequestHeadInput, fields: Record<string, string | string[]>): string {
-  let head = `${input.method} ${input.target} HTTP/1.1\r\nhost: ${input.host}\r\n`;
+export function forwardedFields(input: RequestHeadInput, fields: Record<string, string | string[]>): string {
+  let head = "";
   const listed = connectionListed(fields.connection as string | undefined);
   for (const name in fields) {
     if (REQUEST_OWN.has(name) || HOP_BY_HOP.has(name) || listed?.has(name)) continue;

@@ -43,3 +43,28 @@ export const DRAIN_TIMEOUT_MS_DEFAULT = 30_000;
 export const REQUEST_BODY_BUFFER_BYTES_MAX = 64 * 1024;
 /** Largest request body Bun.serve will accept (Bun rejects larger with 413). */
 export const REQUEST_BODY_BYTES_MAX = 1024 * 1024 * 1024;
+/**
+ * Per-backend rows in the metrics table. Twice BACKENDS_MAX so a backend removed by a reload keeps its
+ * row (and in-flight requests to it still land there) while up to BACKENDS_MAX new ones are added.
+ */
+export const METRICS_BACKEND_ROWS_MAX = 2 * BACKENDS_MAX;
+/** Retries of one client request, each to another backend (the first try is not counted). */
+export const RETRIES_PER_REQUEST_MAX = 2;
+/** Retries allowed as a fraction of recent client requests, so a failing fleet is not hit twice as hard. */
+export const RETRY_BUDGET_RATIO = 0.2;
+/** How far back the retry budget counts requests and retries. */
+export const RETRY_BUDGET_WINDOW_MS = 10_000;
+/** Width of one retry-budget bucket; the window is a ring of WINDOW / BUCKET buckets. */
+export const RETRY_BUDGET_BUCKET_MS = 1_000;
+/** Retries per window allowed on top of the ratio, so a quiet service can still retry. */
+export const RETRY_BUDGET_MIN_PER_WINDOW = 3;
+/** Largest backend weight in the backends file (weighted strategies sum weights per pick cycle). */
+export const WEIGHT_MAX = 1000;
+/** Quiet time after the last change event before the config file is re-read (editors write in bursts). */
+export const CONFIG_DEBOUNCE_MS = 100;
+/** A stream of change events still reloads at least this often, so a busy writer cannot starve it. */
+export const CONFIG_DEBOUNCE_MAX_MS = 1000;
+/** Safety-net stat of the config file: fs.watch can miss events (lost watches, network filesystems). */
+export const CONFIG_POLL_MS = 1000;
+/** Backends named per category (added, removed, changed) in the one reload log line; the rest are counted. */
+export const RELOAD_LOG_BACKENDS_MAX = 10;

@@ -1,20 +1,21 @@
-// The per-request pipeline for Bun.serve: refuse bad framing -> select -> forward -> respond.
+// The per-request pipeline for Bun.serve: refuse bad framing -> metrics endpoint -> select ->
+// forward -> respond. Errors map to statuses in errors.ts; retries and health live in the exchange.
 import type { Server } from "bun";
 import type { Options } from "../config/options.ts";
-import { pickRoundRobin, type RoundRobinState } from "../core/balancer.ts";
-import { checkRequestFraming } from "../core/framing.ts";
-import { type BodyFraming, buildRequestHead } from "../core/headers.ts";
+import { newPickRequest } from "../core/balancer.ts";
+import { checkRequestFraming, type RequestFields } from "../core/framing.ts";
+import { type BodyFraming, forwardedFields } from "../core/headers.ts";
 import { REQUEST_BODY_BUFFER_BYTES_MAX } from "../core/limits.ts";
 import { log } from "../telemetry/log.ts";
+import { METRICS_CONTENT_TYPE } from "../telemetry/metrics.ts";
 import type { FifoDeadlines } from "../upstream/deadlines.ts";
 import { Exchange, type ExchangeInput } from "../upstream/exchange.ts";
-import type { BackendPool } from "../upstream/pool.ts";
 import { errorResponse } from "./errors.ts";
+import type { Fleet } from "./fleet.ts";
 
 export interface ProxyContext {
   readonly options: Options;
-  readonly pools: readonly BackendPool[];
-  readonly rr: RoundRobinState;
+  readonly fleet: Fleet;
   readonly deadlines: FifoDeadlines;
 }
 
@@ -36,60 +37,69 @@ function refusal(status: number, reason: string): Response {
 }
 
 export function createHandler(ctx: ProxyContext) {
-  const { options, pools, rr, deadlines } = ctx;
-  const hostPolicy = options.hostHeader;
+  const { options, fleet, deadlines } = ctx;
+  const metricsPath = options.metricsPath;
+  const stickyCookie = options.strategy === "sticky" ? options.cookieName : null;
 
   return function handle(req: Request, server: Server<undefined>): Response | Promise<Response> {
     const url = req.url;
     const method = req.method;
-    const headers = req.headers;
-    const verdict = checkRequestFraming(method, url, headers);
+    const fields = req.headers.toJSON() as RequestFields;
+    const verdict = checkRequestFraming(method, url, fields);
     if (!verdict.ok) {
       log.info("proxy", `refused ${method} request: ${verdict.status} ${verdict.reason}`);
       return refusal(verdict.status, verdict.reason);
     }
     const target = originForm(url);
+    if (metricsPath !== "" && isPath(target, metricsPath) && (method === "GET" || method === "HEAD")) {
+      return new Response(fleet.metrics.render(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
+    }
 
-    const i = pickRoundRobin(rr, pools.length);
-    if (i < 0) return errorResponse("no_backend");
-    const pool = pools[i]!;
+    const pickReq = newPickRequest(stickyCookie === null ? null : cookieValue(fields.cookie, stickyCookie));
+    const picked = fleet.pick(pickReq);
+    if (picked === null) {
+      // Every backend is down: answer at once rather than wait on timeouts.
+      fleet.metrics.noBackend();
+      return errorResponse("no_backend");
+    }
 
-    const fields = headers.toJSON() as Record<string, string | string[]>;
     const te = fields["transfer-encoding"];
     const cl = fields["content-length"];
     let framing: BodyFraming = "none";
     if (te !== undefined) framing = "chunked";
     else if (cl !== undefined) framing = "length";
     const clientHost = (fields.host as string | undefined) ?? "";
-    const useBackendHost =
-      hostPolicy === "backend" || (hostPolicy === "auto" && (pool.spec.tls || !clientHost));
-
-    const head = buildRequestHead(
-      {
-        method,
-        target,
-        host: useBackendHost ? pool.hostHeader : clientHost,
-        clientHost,
-        clientIp: clientAddress(server, req),
-        proto: "http",
-        framing,
-        contentLength: typeof cl === "string" ? cl : "",
-      },
-      fields,
-    );
     const input: ExchangeInput = {
-      pool,
+      fleet,
+      first: picked.backend,
+      pick: pickReq,
       method,
-      head,
+      requestLine: `${method} ${target} HTTP/1.1\r\n`,
+      rest: forwardedFields(
+        {
+          method,
+          clientHost,
+          clientIp: clientAddress(server, req),
+          proto: "http",
+          framing,
+          contentLength: typeof cl === "string" ? cl : "",
+        },
+        fields,
+      ),
+      clientHost,
+      hostPolicy: options.hostHeader,
       body: null,
       chunked: framing === "chunked",
+      hasIdempotencyKey: fields["idempotency-key"] !== undefined,
+      stickyCookie,
+      setSticky: picked.setSticky,
       deadlines,
       signal: req.signal,
       target,
     };
     if (framing === "chunked" || (framing === "length" && cl !== "0")) {
       // Small bodies are read whole (as nginx buffers them) so head and body leave in one write and
-      // the request can be replayed on a stale pooled connection; larger ones stream as they arrive.
+      // the request can be replayed on another backend; larger ones stream as they arrive.
       // `cl` passed checkRequestFraming: plain digits, so Number() is exact here.
       if (framing === "length" && (cl as string).length <= 9 && Number(cl) <= REQUEST_BODY_BUFFER_BYTES_MAX) {
         return req.bytes().then(
@@ -114,6 +124,23 @@ function originForm(url: string): string {
   if (url.charCodeAt(0) === 0x2f) return url;
   const slash = url.indexOf("/", url.indexOf("//") + 2);
   return slash < 0 ? "/" : url.slice(slash);
+}
+
+/** target is exactly `path`, optionally followed by a query. */
+function isPath(target: string, path: string): boolean {
+  return (
+    target.startsWith(path) && (target.length === path.length || target.charCodeAt(path.length) === 0x3f)
+  );
+}
+
+/** Value of cookie `name` in a Cookie header ("a=1; b=2"), or null. */
+function cookieValue(header: string | string[] | undefined, name: string): string | null {
+  if (typeof header !== "string") return null;
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return null;
 }
 
 function clientAddress(server: Server<undefined>, req: Request): string {

@@ -62,6 +62,7 @@ export class BackendPool {
   readonly hostHeader: string;
   private readonly idle: H1Conn[] = [];
   readonly stats: PoolStats = { opened: 0, reused: 0, idle: 0 };
+  private retired = false;
 
   constructor(
     readonly spec: BackendSpec,
@@ -86,8 +87,14 @@ export class BackendPool {
     return null;
   }
 
+  /** This backend left the configuration: close idle connections now, and the rest as they finish. */
+  retire(): void {
+    this.retired = true;
+    this.closeAll();
+  }
+
   release(conn: H1Conn): void {
-    if (!conn.usable()) {
+    if (!conn.usable() || this.retired) {
       conn.destroy();
       return;
     }
