@@ -431,6 +431,9 @@ const TARGETS: Target[] = [
   zzzTarget("zzz-sp", ZZZ_SP_COMMAND),
   nginxProxyTarget(REFERENCE_TARGET, NGINX_PROXY_WORKERS),
 ];
+// Before/after comparisons: ZZZ_BASELINE=/path/to/another/checkout adds it as target "zzz-base".
+const BASELINE = process.env.ZZZ_BASELINE;
+if (BASELINE) TARGETS.push(zzzTarget("zzz-base", [BUN, resolve(BASELINE, "src/main.ts"), "--mode", "sp"]));
 
 // ---------------------------------------------------------------------------------------------- wrk
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 // Entry point: parse flags, then run as a single process (multi-process mode arrives later).
 import { CliError, notYetUsed, parseArgs } from "./cli/parse.ts";
+import { ConfigError } from "./config/backends-file.ts";
 import { startProxy } from "./proxy/server.ts";
 import { log, setLogLevel } from "./telemetry/log.ts";
 
@@ -47,14 +48,14 @@ function main(argv: string[]): void {
 
   let running: ReturnType<typeof startProxy>;
   try {
-    running = startProxy(options);
+    running = startProxy(options, { flagsGiven: parsed.explicit });
   } catch (err: unknown) {
-    log.err(
-      "main",
-      err instanceof Error && err.name === "ConfigError"
-        ? err.message
-        : `cannot start on ${options.host}:${options.port}: ${String(err)}`,
-    );
+    // A bad config file is a usage error (exit 2), like a bad flag; anything else (port taken) is 1.
+    if (err instanceof ConfigError) {
+      log.err("config", err.message);
+      process.exit(EXIT_USAGE);
+    }
+    log.err("main", `cannot start on ${options.host}:${options.port}: ${String(err)}`);
     process.exit(1);
   }
   const backends = running.pools.map((p) => `${p.key}${p.spec.tls ? " (tls)" : ""}`).join(", ");

@@ -40,8 +40,9 @@ function rawBackendOf(
 function lb(port: number, extra: string[] = []) {
   const p = proxy([`127.0.0.1:${port}`], extra);
   cleanups.push(() => {
+    // Not p.stop(): it drains gracefully; a test that failed half-way must not hold the next one up.
     p.server.stop(true);
-    for (const pool of p.pools) pool.closeAll();
+    p.fleet.close();
   });
   return p;
 }
@@ -64,7 +65,7 @@ function ok(body = "ok", extra = ""): string {
   return `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n${extra}Content-Length: ${body.length}\r\n\r\n${body}`;
 }
 
-function randomBytes(n: number): Uint8Array {
+function randomBytes(n: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
   // getRandomValues fills at most 64 KiB per call.
   for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));

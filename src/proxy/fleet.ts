@@ -120,7 +120,7 @@ export class Fleet {
   private health: HealthOptions;
   private probeTimer: ReturnType<typeof setInterval> | null = null;
   private readonly poolOpts: PoolOptions;
-  readonly strategy: Strategy;
+  private strategy: Strategy;
 
   constructor(options: Options, specs: readonly BackendSpec[]) {
     this.poolOpts = { insecure: options.insecure, trace: options.trace, tlsTrace: options.tlsTrace };
@@ -139,12 +139,15 @@ export class Fleet {
     return this.health;
   }
 
+  /** Whether the latest pick() wants the sticky cookie (re)set; read right after pick(). */
+  pickedSetSticky = false;
+
   /** The backend for a new attempt, or null when none is healthy (and not excluded). */
-  pick(req: PickRequest): { backend: Backend; setSticky: boolean } | null {
+  pick(req: PickRequest): Backend | null {
     const t = this.table;
     const r = pick(this.strategy, t, req, Math.random);
-    if (r.index < 0) return null;
-    return { backend: t.backends[r.index]!, setSticky: r.setSticky };
+    this.pickedSetSticky = r.setSticky;
+    return r.index < 0 ? null : t.backends[r.index]!;
   }
 
   /** A transport result of a real request (passive health). An HTTP 5xx is a success here. */
@@ -176,7 +179,7 @@ export class Fleet {
   }
 
   /** Replaces the backend list; backends that stay keep their pool, health and counters. */
-  replace(specs: readonly BackendSpec[], health: HealthOptions): void {
+  replace(specs: readonly BackendSpec[], health: HealthOptions, strategy: Strategy = this.strategy): void {
     if (specs.length > BACKENDS_MAX) throw new RangeError(`at most ${BACKENDS_MAX} backends`);
     const old = new Map(this.table.backends.map((b) => [b.key, b]));
     const next = specs.map((s) => {
@@ -190,6 +193,7 @@ export class Fleet {
       return new Backend(s, pool);
     });
     this.health = health;
+    this.strategy = strategy;
     this.table = new BackendTable(next, this.ticket);
     this.metrics.setBackends(next.map((b) => b.key));
     next.forEach((b, i) => this.metrics.setHealth(i, b.health.up));

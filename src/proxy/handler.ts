@@ -71,7 +71,7 @@ export function createHandler(ctx: ProxyContext) {
     const clientHost = (fields.host as string | undefined) ?? "";
     const input: ExchangeInput = {
       fleet,
-      first: picked.backend,
+      first: picked,
       pick: pickReq,
       method,
       requestLine: `${method} ${target} HTTP/1.1\r\n`,
@@ -92,7 +92,7 @@ export function createHandler(ctx: ProxyContext) {
       chunked: framing === "chunked",
       hasIdempotencyKey: fields["idempotency-key"] !== undefined,
       stickyCookie,
-      setSticky: picked.setSticky,
+      setSticky: fleet.pickedSetSticky,
       deadlines,
       signal: req.signal,
       target,

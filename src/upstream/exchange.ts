@@ -325,12 +325,12 @@ export class Exchange implements ExchangeSink, DeadlineNode {
       if (next !== null) {
         this.retries++;
         this.fleet.metrics.retry(this.row, CONNECT_PHASE.has(err.code) ? "before_send" : "idempotent");
-        this.input.setSticky ||= next.setSticky;
+        this.input.setSticky ||= this.fleet.pickedSetSticky;
         log.info(
           "proxy",
-          `${this.method} ${this.input.target}: ${err.code} from ${b.key}, retry ${this.retries} on ${next.backend.key} (${decision.reason})`,
+          `${this.method} ${this.input.target}: ${err.code} from ${b.key}, retry ${this.retries} on ${next.key} (${decision.reason})`,
         );
-        this.attempt(next.backend, true);
+        this.attempt(next, true);
         return;
       }
     }
