@@ -19,9 +19,24 @@ const times: number[] = [];
 for (let i = 0; i < STARTS; i++) {
   const port = freePort();
   const t0 = performance.now();
-  const proc = Bun.spawn([binary, "--mode", "sp", "-h", "127.0.0.1", "-p", String(port), "-b", `127.0.0.1:${be.port}`, "-l", "warn"], {
-    stderr: "inherit",
-  });
+  const proc = Bun.spawn(
+    [
+      binary,
+      "--mode",
+      "sp",
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-b",
+      `127.0.0.1:${be.port}`,
+      "-l",
+      "warn",
+    ],
+    {
+      stderr: "inherit",
+    },
+  );
   let ok = false;
   while (!ok && performance.now() - t0 < POLL_DEADLINE_MS) {
     try {
@@ -37,5 +52,7 @@ for (let i = 0; i < STARTS; i++) {
 }
 be.stop();
 times.sort((a, b) => a - b);
-console.log(`exec -> first proxied response over ${STARTS} starts: median ${times[STARTS >> 1]!.toFixed(0)} ms (min ${times[0]!.toFixed(0)}, max ${times[STARTS - 1]!.toFixed(0)})`);
+console.log(
+  `exec -> first proxied response over ${STARTS} starts: median ${times[STARTS >> 1]!.toFixed(0)} ms (min ${times[0]!.toFixed(0)}, max ${times[STARTS - 1]!.toFixed(0)})`,
+);
 process.exit(0);

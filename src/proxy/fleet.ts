@@ -196,7 +196,7 @@ export class Fleet {
     this.strategy = strategy;
     this.table = new BackendTable(next, this.ticket);
     this.metrics.setBackends(next.map((b) => b.key));
-    next.forEach((b, i) => this.metrics.setHealth(i, b.health.up));
+    for (const b of next) this.metrics.setHealth(b.index, b.health.up);
     // Removed backends: requests in flight finish on them; their idle connections go now.
     for (const gone of old.values()) gone.pool.retire();
   }
