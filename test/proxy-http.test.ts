@@ -449,6 +449,8 @@ describe("response", () => {
     expect(c.closed).toBe(false);
     const first = parseRawResponse(c.received(), true)!;
     expect(headerMap(first.lines).get("content-type")).toEqual(["text/html"]);
+    // HEAD reports the length a GET would have (RFC 9110 §9.3.2), not 0.
+    expect(headerMap(first.lines).get("content-length")).toEqual(["1234"]);
     expect(be.requests.map((r) => r.method)).toEqual(["HEAD", "GET", "DELETE", "GET", "GET", "GET"]);
   });
 
