@@ -70,44 +70,11 @@ export function proxy(
   return Object.assign(running, { port, url: `http://127.0.0.1:${port}` });
 }
 
-/** Sends raw bytes and collects everything until the server closes or `idleMs` of silence. */
+/** Sends raw bytes and returns everything received until the server closes or `idleMs` of silence. */
 export async function rawExchange(port: number, data: string | Uint8Array, idleMs = 500): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  return await new Promise<string>((resolve, reject) => {
-    let timer: ReturnType<typeof setTimeout> | null = null;
-    const finish = () => resolve(Buffer.concat(chunks).toString("latin1"));
-    const arm = (sock: { end(): void }) => {
-      if (timer) clearTimeout(timer);
-      timer = setTimeout(() => {
-        sock.end();
-        finish();
-      }, idleMs);
-    };
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        open(sock) {
-          sock.write(data);
-          arm(sock);
-        },
-        data(sock, d) {
-          chunks.push(new Uint8Array(d));
-          arm(sock);
-        },
-        close() {
-          if (timer) clearTimeout(timer);
-          finish();
-        },
-        error(_s, err) {
-          reject(err);
-        },
-      },
-    }).catch(reject);
-  });
+  return (await rawSession(port, data, idleMs)).text;
 }
 
-/** What `rawSession` saw. */
 export interface RawResult {
   /** Every byte received, latin1-decoded. */
   text: string;
@@ -118,7 +85,7 @@ export interface RawResult {
 }
 
 /**
- * Like rawExchange, but also says whether the server closed the connection. Never rejects on a
+ * Sends raw bytes; also says whether the server closed the connection. Never rejects on a
  * socket error after connecting: a reset is an outcome tests assert on.
  */
 export async function rawSession(

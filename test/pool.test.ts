@@ -123,7 +123,11 @@ function tmpDir(): string {
 }
 
 function configText(backends: { port: number; weight?: number }[]): string {
-  const list = backends.map((b) => ({ host: "127.0.0.1", port: b.port, ...(b.weight ? { weight: b.weight } : {}) }));
+  const list = backends.map((b) => ({
+    host: "127.0.0.1",
+    port: b.port,
+    ...(b.weight ? { weight: b.weight } : {}),
+  }));
   return JSON.stringify({ backends: list }, null, 2) + "\n";
 }
 
@@ -259,7 +263,9 @@ describe("strategies", () => {
     const busy = await waitFor("the /hold request at a backend", () =>
       bs.find((b) => b.seen.some((s) => s.url.endsWith("/hold"))),
     );
-    await waitFor("in-flight count 1 on the busy backend", () => p.fleet.backends.some((b) => b.inFlight === 1));
+    await waitFor("in-flight count 1 on the busy backend", () =>
+      p.fleet.backends.some((b) => b.inFlight === 1),
+    );
     const idle = bs.filter((b) => b !== busy);
     return { p, g, held, busy, idle };
   }
@@ -326,7 +332,9 @@ describe("health", () => {
     await bs[1]!.stop();
     // Probes (and any traffic) find it dead: 3 failures.
     await waitFor("the killed backend marked down", () => p.fleet.backends[1]!.health.up === false);
-    expect(logSince(from).some((l) => l.startsWith(`warn(health): backend ${addr(bs[1]!)} down: `))).toBe(true);
+    expect(logSince(from).some((l) => l.startsWith(`warn(health): backend ${addr(bs[1]!)} down: `))).toBe(
+      true,
+    );
     expect(tally(await bodies(p.url + "/", 6))).toEqual({ a: 3, c: 3 });
 
     const back = serveOn(port, "b2");
@@ -460,7 +468,11 @@ describe("backends.json hot reload", () => {
       const added = step.filter((i) => !current.includes(i));
       writeConfig(file, textFor(step), inPlace);
       const want = step.map((i) => addr(bs[i]!));
-      await waitFor(`step ${k}: the new list ${want.join(",")}`, () => keysOf(p).join() === want.join(), 1000);
+      await waitFor(
+        `step ${k}: the new list ${want.join(",")}`,
+        () => keysOf(p).join() === want.join(),
+        1000,
+      );
       const applied = bs.map(traffic);
       const left = Math.max(1, 1000 - (performance.now() - t0));
       await waitFor(
@@ -625,10 +637,25 @@ describe("the real entry point", () => {
     const file = join(tmpDir(), "backends.json");
     writeFileSync(file, configText([be]));
     const port = closedPort();
-    const { proc, stderr, stderrDone } = spawnMain(["--mode", "sp", "-h", "127.0.0.1", "-p", String(port), "-c", file]);
+    const { proc, stderr, stderrDone } = spawnMain([
+      "--mode",
+      "sp",
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-c",
+      file,
+    ]);
     await waitFor("the listening line", () => stderr().includes("info(main): listening"), 10_000);
+    const t0 = performance.now();
     proc.kill("SIGHUP");
-    await waitFor("the reload line", () => stderr().includes(`info(config): reloaded ${file}: 1 backend`));
+    await waitFor("the reload line", () =>
+      stderr().includes(`info(config): reloaded ${file}: 1 backend`),
+    ).catch((e) => {
+      console.log("DIAG", performance.now() - t0, proc.exitCode, proc.signalCode, JSON.stringify(stderr()));
+      throw e;
+    });
     expect(stderr()).toContain(`info(main): SIGHUP: reloading ${file}`);
     const res = await fetch(`http://127.0.0.1:${port}/`);
     expect(await res.text()).toBe("backend");
@@ -636,5 +663,5 @@ describe("the real entry point", () => {
     expect(await proc.exited).toBe(0);
     await stderrDone;
     expect(stderr()).not.toContain("err(");
-  });
+  }, 30_000);
 });

@@ -8,7 +8,6 @@ import {
   newPickRequest,
   type PickRequest,
   pick,
-  pickRoundRobin,
   type Strategy,
   stickyCookieValue,
 } from "./balancer.ts";
@@ -73,12 +72,6 @@ describe("round_robin", () => {
     expect(t[40]).toBe(0);
     expect(t[32]).toBe(3);
     expect(t[0]).toBe(3);
-  });
-
-  test("the legacy pickRoundRobin still cycles", () => {
-    const state = { next: 0 };
-    expect([0, 1, 2, 3].map(() => pickRoundRobin(state, 3))).toEqual([0, 1, 2, 0]);
-    expect(pickRoundRobin(state, 0)).toBe(-1);
   });
 });
 

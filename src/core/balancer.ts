@@ -94,6 +94,24 @@ export function maskHas(lo: number, hi: number, i: number): boolean {
   return ((i < 32 ? lo >>> i : hi >>> (i - 32)) & 1) === 1;
 }
 
+/** A mutable 64-bit backend set as two words (the healthy set of a PoolView). */
+export class BackendMask {
+  lo = 0;
+  hi = 0;
+  set(i: number, on: boolean): void {
+    if (i < 32) this.lo = on ? this.lo | (1 << i) : this.lo & ~(1 << i);
+    else this.hi = on ? this.hi | (1 << (i - 32)) : this.hi & ~(1 << (i - 32));
+  }
+  has(i: number): boolean {
+    return maskHas(this.lo, this.hi, i);
+  }
+  /** The first n backends. */
+  fill(n: number): void {
+    this.lo = n >= 32 ? -1 : (1 << n) - 1;
+    this.hi = n <= 32 ? 0 : n >= 64 ? -1 : (1 << (n - 32)) - 1;
+  }
+}
+
 function popcount32(x: number): number {
   let v = x - ((x >>> 1) & 0x55555555);
   v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
@@ -262,8 +280,7 @@ export class LocalPool implements PoolView {
   private readonly latencies: Float64Array;
   private readonly ids: readonly string[];
   private readonly idIndex: Map<string, number>;
-  private lo: number;
-  private hi: number;
+  private readonly healthy = new BackendMask();
   private ticket = 0;
 
   constructor(backends: readonly BackendInfo[]) {
@@ -280,8 +297,7 @@ export class LocalPool implements PoolView {
     this.idIndex = new Map();
     // The same host:port listed twice: the cookie names the first.
     for (let i = n - 1; i >= 0; i--) this.idIndex.set(this.ids[i]!, i);
-    this.lo = n >= 32 ? -1 : (1 << n) - 1;
-    this.hi = n <= 32 ? 0 : n >= 64 ? -1 : (1 << (n - 32)) - 1;
+    this.healthy.fill(n);
   }
 
   count(): number {
@@ -291,10 +307,10 @@ export class LocalPool implements PoolView {
     return this.weights[i]!;
   }
   healthyLo(): number {
-    return this.lo;
+    return this.healthy.lo;
   }
   healthyHi(): number {
-    return this.hi;
+    return this.healthy.hi;
   }
   inFlight(i: number): number {
     return this.loads[i]!;
@@ -322,11 +338,10 @@ export class LocalPool implements PoolView {
 
   /** Apply a health transition (from recordResult) to the bitmap that pick reads. */
   setHealthy(i: number, up: boolean): void {
-    if (i < 32) this.lo = up ? this.lo | (1 << i) : this.lo & ~(1 << i);
-    else this.hi = up ? this.hi | (1 << (i - 32)) : this.hi & ~(1 << (i - 32));
+    this.healthy.set(i, up);
   }
   isHealthy(i: number): boolean {
-    return maskHas(this.lo, this.hi, i);
+    return this.healthy.has(i);
   }
   /** A request to backend i started. */
   begin(i: number): void {
@@ -338,18 +353,4 @@ export class LocalPool implements PoolView {
     if (load > 0) this.loads[i] = load - 1;
     if (latencyMs >= 0) this.latencies[i] = ewmaMs(this.latencies[i]!, latencyMs);
   }
-}
-
-// --- Kept for src/proxy/handler.ts until it moves to pick(); remove with the last caller. ---
-
-export interface RoundRobinState {
-  next: number;
-}
-
-/** Index of the backend for the next request, or -1 when there is none (ignores health). */
-export function pickRoundRobin(state: RoundRobinState, count: number): number {
-  if (count === 0) return -1;
-  const i = state.next % count;
-  state.next = (i + 1) % count;
-  return i;
 }

@@ -3,8 +3,8 @@
 // Backend object it started with, so a reload never moves a request in flight.
 import type { BackendSpec, HealthOptions, Options, Strategy } from "../config/options.ts";
 import {
+  BackendMask,
   ewmaMs,
-  maskHas,
   type PickRequest,
   type PoolView,
   pick,
@@ -49,8 +49,7 @@ export class Backend {
 
 /** One immutable list of backends plus the strategy state that goes with it. */
 class BackendTable implements PoolView {
-  private lo = 0;
-  private hi = 0;
+  private readonly healthy = new BackendMask();
   private readonly currents: Float64Array;
   private readonly byStickyId = new Map<string, number>();
 
@@ -73,10 +72,10 @@ class BackendTable implements PoolView {
     return this.backends[i]!.spec.weight;
   }
   healthyLo(): number {
-    return this.lo;
+    return this.healthy.lo;
   }
   healthyHi(): number {
-    return this.hi;
+    return this.healthy.hi;
   }
   inFlight(i: number): number {
     return this.backends[i]!.inFlight;
@@ -102,12 +101,11 @@ class BackendTable implements PoolView {
     this.currents[i] = value;
   }
   setHealthy(i: number, up: boolean): void {
-    if (i < 32) this.lo = up ? this.lo | (1 << i) : this.lo & ~(1 << i);
-    else this.hi = up ? this.hi | (1 << (i - 32)) : this.hi & ~(1 << (i - 32));
+    this.healthy.set(i, up);
   }
   healthyCount(): number {
     let n = 0;
-    for (let i = 0; i < this.backends.length; i++) if (maskHas(this.lo, this.hi, i)) n++;
+    for (let i = 0; i < this.backends.length; i++) if (this.healthy.has(i)) n++;
     return n;
   }
 }
