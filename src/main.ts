@@ -58,12 +58,6 @@ function main(argv: string[]): void {
     log.err("main", `cannot start on ${options.host}:${options.port}: ${String(err)}`);
     process.exit(1);
   }
-  const backends = running.pools.map((p) => `${p.key}${p.spec.tls ? " (tls)" : ""}`).join(", ");
-  log.info(
-    "main",
-    `listening on http://${options.host}:${running.server.port} (sp, pid ${process.pid}) -> ${backends}`,
-  );
-
   const shutdown = (signal: string) => {
     log.info("main", `${signal}: draining (up to ${options.drainTimeoutMs} ms)`);
     void running.stop().then(() => {
@@ -80,6 +74,14 @@ function main(argv: string[]): void {
     running.reload();
   });
   process.on("SIGINT", () => shutdown("SIGINT"));
+
+  // Announced only once the signal handlers are in place: a SIGHUP sent as soon as this line shows
+  // would otherwise hit the default action and kill the process.
+  const backends = running.pools.map((p) => `${p.key}${p.spec.tls ? " (tls)" : ""}`).join(", ");
+  log.info(
+    "main",
+    `listening on http://${options.host}:${running.server.port} (sp, pid ${process.pid}) -> ${backends}`,
+  );
 }
 
 main(process.argv.slice(2));
