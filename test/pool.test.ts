@@ -550,6 +550,41 @@ describe("backends.json hot reload", () => {
     },
     SLOW_TEST_MS,
   );
+
+  test("a backend added by a reload is probed too: one failing its health path is taken out", async () => {
+    const good = named("good");
+    // Answers traffic, but its health path says it is not ready.
+    const sick = named("sick", (req) =>
+      new URL(req.url).pathname === "/healthz" ? new Response("no", { status: 503 }) : new Response("sick"),
+    );
+    const dir = tmpDir();
+    const file = join(dir, "backends.json");
+    writeFileSync(file, configText([good]));
+    const p = lb(
+      [],
+      [
+        "-c",
+        file,
+        "--health-path",
+        "/healthz",
+        "--probe-interval-ms",
+        "100",
+        "--probe-timeout-ms",
+        "50",
+        "--unhealthy-threshold",
+        "2",
+      ],
+      true,
+    );
+    const from = logLines.length;
+    writeConfig(file, configText([good, sick]), false);
+    await waitFor("the reload that adds the sick backend", () => keysOf(p).length === 2);
+    await waitFor("probes to mark the new backend down", () =>
+      logSince(from).some((l) => l.startsWith(`warn(health): backend ${addr(sick)} down`)),
+    );
+    expect(p.fleet.healthyCount()).toBe(1);
+    expect(tally(await bodies(p.url + "/", 6))).toEqual({ good: 6 });
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------
