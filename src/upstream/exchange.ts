@@ -5,6 +5,7 @@
 import type { HostHeaderPolicy } from "../config/options.ts";
 import { excludeIndex, type PickRequest } from "../core/balancer.ts";
 import { isIdempotent, responseFields } from "../core/headers.ts";
+import { RESPONSE_CHUNKS_QUEUED_MAX, WHOLE_BODY_AS_BYTES_MAX } from "../core/limits.ts";
 import { decideRetry } from "../core/retry.ts";
 import { errorResponse, ProxyError } from "../proxy/errors.ts";
 import type { Backend, Fleet } from "../proxy/fleet.ts";
@@ -15,14 +16,6 @@ import type { ExchangeSink, H1Conn } from "./conn.ts";
 import type { DeadlineNode, FifoDeadlines } from "./deadlines.ts";
 import type { ResponseHead } from "./h1parse.ts";
 
-/**
- * Largest body sent to Bun.serve as bytes rather than as a stream. Measured here (Bun 1.4.5, a
- * Response resolved after an I/O callback): bytes beat a one-chunk stream up to 8 KiB (59k vs 49k
- * req/s) and fall off a cliff above it (16 KiB: 9k vs 43k req/s).
- */
-const WHOLE_BODY_AS_BYTES_MAX = 8 * 1024;
-/** Response chunks queued for a slow client before the backend socket is paused. */
-const RESPONSE_CHUNKS_QUEUED_MAX = 8;
 const RESPONSE_QUEUE = new CountQueuingStrategy({ highWaterMark: RESPONSE_CHUNKS_QUEUED_MAX });
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
