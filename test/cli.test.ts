@@ -1,14 +1,9 @@
 // The real entry point as a user runs it: exit codes, the one-line errors, --help/--version, and one
 // end-to-end run with a graceful SIGTERM drain.
 import { afterEach, describe, expect, test } from "bun:test";
-import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { FLAGS, type FlagDef } from "../src/cli/flags.ts";
-import { backend, closedPort, rawBackend, waitFor } from "./helpers.ts";
-
-const ROOT = join(import.meta.dir, "..");
-/** A hung child is killed after this long, so the suite cannot hang on it. */
-const CHILD_TIMEOUT_MS = 20_000;
+import { backend, closedPort, rawBackend, spawnMain, waitFor } from "./helpers.ts";
 
 interface Ran {
   code: number;
@@ -18,19 +13,9 @@ interface Ran {
 
 /** Runs `src/main.ts args` to completion. */
 async function run(args: string[]): Promise<Ran> {
-  const proc = Bun.spawn([process.execPath, "src/main.ts", ...args], {
-    cwd: ROOT,
-    stdout: "pipe",
-    stderr: "pipe",
-    timeout: CHILD_TIMEOUT_MS,
-    killSignal: "SIGKILL",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+  const m = spawnMain(args);
+  const [stdout, code] = await Promise.all([new Response(m.proc.stdout).text(), m.proc.exited, m.stderrDone]);
+  return { code, stdout, stderr: m.stderr() };
 }
 
 const errLines = (stderr: string) => stderr.split("\n").filter((l) => l.startsWith("err(cli): "));
@@ -213,25 +198,15 @@ describe("end to end", () => {
 /** Starts the real entry point in sp mode on a free port in front of one backend. */
 function startMain(backendPort: number) {
   const port = closedPort();
-  const proc = Bun.spawn(
-    [
-      process.execPath,
-      "src/main.ts",
-      "--mode",
-      "sp",
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-b",
-      `127.0.0.1:${backendPort}`,
-    ],
-    { cwd: ROOT, stdout: "pipe", stderr: "pipe", timeout: CHILD_TIMEOUT_MS, killSignal: "SIGKILL" },
-  );
-  let text = "";
-  const stderrDone = (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of proc.stderr) text += decoder.decode(chunk, { stream: true });
-  })();
-  return { proc, port, stderr: () => text, stderrDone };
+  const m = spawnMain([
+    "--mode",
+    "sp",
+    "-h",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-b",
+    `127.0.0.1:${backendPort}`,
+  ]);
+  return { ...m, port };
 }

@@ -21,12 +21,7 @@ afterEach(async () => {
 
 function startProxy(backends: string[], extra: string[] = []) {
   const p = proxy(backends, extra);
-  cleanups.push(
-    () => p.server.stop(true),
-    () => {
-      for (const pool of p.pools) pool.closeAll();
-    },
-  );
+  cleanups.push(p.close);
   return p;
 }
 

@@ -1,5 +1,6 @@
 // Shared test plumbing: real servers on 127.0.0.1 port 0, raw sockets, condition waits.
-import type { Server } from "bun";
+import { join } from "node:path";
+import type { Server, Subprocess } from "bun";
 import { parseArgs } from "../src/cli/parse.ts";
 import type { Options } from "../src/config/options.ts";
 import { type Running, type StartOptions, startProxy } from "../src/proxy/server.ts";
@@ -64,10 +65,53 @@ export function proxy(
   backends: string[],
   extra: string[] = [],
   start: StartOptions = { activeProbes: false },
-): Running & { port: number; url: string } {
+): Running & { port: number; url: string; close(): void } {
   const running = startProxy(optionsFrom([...backends.flatMap((b) => ["-b", b]), ...extra]), start);
   const port = running.server.port!;
-  return Object.assign(running, { port, url: `http://127.0.0.1:${port}` });
+  return Object.assign(running, {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    /** Test teardown: unlike stop(), no graceful drain, so a test that failed half-way holds nothing up. */
+    close() {
+      running.server.stop(true);
+      void running.stop(); // closes the config watcher; the drain is already over
+      running.fleet.close();
+    },
+  });
+}
+
+const REPO_ROOT = join(import.meta.dir, "..");
+/** A spawned entry point that hangs is killed after this long, so the suite cannot hang on it. */
+export const CHILD_TIMEOUT_MS = 20_000;
+
+export interface MainProcess {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  /** Everything written to stderr so far. */
+  stderr(): string;
+  /** Resolves when stderr is closed (the process is gone). */
+  stderrDone: Promise<void>;
+}
+
+/** Spawns `bun src/main.ts args` from the repo root, collecting stderr as it arrives. */
+export function spawnMain(
+  args: string[],
+  env: Record<string, string | undefined> = process.env,
+): MainProcess {
+  const proc = Bun.spawn([process.execPath, "src/main.ts", ...args], {
+    cwd: REPO_ROOT,
+    env,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: "SIGKILL",
+  });
+  let text = "";
+  const stderrDone = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) text += decoder.decode(chunk, { stream: true });
+  })();
+  return { proc, stderr: () => text, stderrDone };
 }
 
 /** Sends raw bytes and returns everything received until the server closes or `idleMs` of silence. */

@@ -8,11 +8,16 @@ import { join } from "node:path";
 import type { Server } from "bun";
 import { RETRY_AFTER_S_NO_BACKEND } from "../src/proxy/errors.ts";
 import { PROBE_USER_AGENT } from "../src/upstream/probe.ts";
-import { backend, closedPort, logLines, proxy, rawHttpBackend, waitFor } from "./helpers.ts";
+import {
+  backend,
+  closedPort,
+  logLines,
+  proxy,
+  rawHttpBackend,
+  spawnMain as spawnChild,
+  waitFor,
+} from "./helpers.ts";
 
-const ROOT = join(import.meta.dir, "..");
-/** A hung child is killed after this long, so the suite cannot hang on it. */
-const CHILD_TIMEOUT_MS = 20_000;
 /**
  * Per-test limit for the tests that take seconds (load loops, probes, child processes): bun's default is
  * 5 s, which a loaded 2-core machine can exceed without anything being wrong.
@@ -44,12 +49,7 @@ const addr = (b: { port: number }) => `127.0.0.1:${b.port}`;
 
 function lb(backends: string[], extra: string[] = [], activeProbes = false) {
   const p = proxy(backends, extra, { activeProbes });
-  cleanups.push(async () => {
-    // Force first: a test that failed half-way must not wait for a graceful drain; stop() then closes
-    // the config watcher, the probe timer and the pools.
-    p.server.stop(true);
-    await p.stop();
-  });
+  cleanups.push(p.close);
   return p;
 }
 
@@ -662,20 +662,9 @@ describe("/metrics", () => {
 
 describe("the real entry point", () => {
   function spawnMain(args: string[]) {
-    const proc = Bun.spawn([process.execPath, "src/main.ts", ...args], {
-      cwd: ROOT,
-      stdout: "pipe",
-      stderr: "pipe",
-      timeout: CHILD_TIMEOUT_MS,
-      killSignal: "SIGKILL",
-    });
-    cleanups.push(() => proc.kill("SIGKILL"));
-    let text = "";
-    const stderrDone = (async () => {
-      const decoder = new TextDecoder();
-      for await (const chunk of proc.stderr) text += decoder.decode(chunk, { stream: true });
-    })();
-    return { proc, stderr: () => text, stderrDone };
+    const m = spawnChild(args);
+    cleanups.push(() => m.proc.kill("SIGKILL"));
+    return m;
   }
 
   test(

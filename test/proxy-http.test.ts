@@ -39,11 +39,7 @@ function rawBackendOf(
 
 function lb(port: number, extra: string[] = []) {
   const p = proxy([`127.0.0.1:${port}`], extra);
-  cleanups.push(() => {
-    // Not p.stop(): it drains gracefully; a test that failed half-way must not hold the next one up.
-    p.server.stop(true);
-    p.fleet.close();
-  });
+  cleanups.push(p.close);
   return p;
 }
 

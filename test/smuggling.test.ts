@@ -78,8 +78,7 @@ beforeEach(() => {
 });
 
 afterEach(async () => {
-  await p.server.stop(true);
-  for (const pool of p.pools) pool.closeAll();
+  p.close();
   b.stop();
 });
 

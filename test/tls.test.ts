@@ -5,15 +5,12 @@
 // bundle). Cases that need no trusted CA run in-process, where the test CA is untrusted.
 
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
 import tls from "node:tls";
 import type { Server } from "bun";
 import { PROBE_USER_AGENT } from "../src/upstream/probe.ts";
 import { type CertFiles, makePki, type TestPki } from "./certs.ts";
-import { closedPort, logLines, proxy, rawExchange, statusOf, waitFor } from "./helpers.ts";
+import { closedPort, logLines, proxy, rawExchange, spawnMain, statusOf, waitFor } from "./helpers.ts";
 
-const MAIN = join(import.meta.dir, "..", "src", "main.ts");
-const REPO = join(import.meta.dir, "..");
 const SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt";
 /** A cold `bun src/main.ts` is up in well under a second; this bounds a slow, loaded machine. */
 const SPAWN_DEADLINE_MS = 10_000;
@@ -56,12 +53,7 @@ function tlsBackend(certs: CertFiles | Parameters<typeof Bun.serve>[0]["tls"]) {
 
 function inProcess(backends: string[], extra: string[] = []) {
   const p = proxy(backends, extra);
-  cleanups.push(
-    () => p.server.stop(true),
-    () => {
-      for (const pool of p.pools) pool.closeAll();
-    },
-  );
+  cleanups.push(p.close);
   return p;
 }
 
@@ -79,32 +71,21 @@ async function spawnProxy(backends: string[], caFile: string | null, extra: stri
   };
   if (caFile === null) delete env.NODE_EXTRA_CA_CERTS;
   const args = ["--mode", "sp", "-h", "127.0.0.1", "-p", String(closedPort())];
-  const proc = Bun.spawn([process.execPath, MAIN, ...args, ...backends.flatMap((b) => ["-b", b]), ...extra], {
-    cwd: REPO,
-    env,
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
-  });
+  const { proc, stderr } = spawnMain([...args, ...backends.flatMap((b) => ["-b", b]), ...extra], env);
   cleanups.push(async () => {
     proc.kill("SIGKILL");
     await proc.exited;
   });
-  let text = "";
-  const decoder = new TextDecoder();
-  void (async () => {
-    for await (const chunk of proc.stderr) text += decoder.decode(chunk, { stream: true });
-  })();
   const port = await waitFor(
     "the proxy to listen",
     () => {
-      if (proc.exitCode !== null) throw new Error(`proxy exited ${proc.exitCode}:\n${text}`);
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(text);
+      if (proc.exitCode !== null) throw new Error(`proxy exited ${proc.exitCode}:\n${stderr()}`);
+      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stderr());
       return m ? Number(m[1]) : 0;
     },
     SPAWN_DEADLINE_MS,
   );
-  return { url: `http://127.0.0.1:${port}`, stderr: () => text };
+  return { url: `http://127.0.0.1:${port}`, stderr };
 }
 
 async function get(url: string): Promise<{ status: number; body: string }> {
