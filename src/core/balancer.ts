@@ -269,42 +269,47 @@ export interface BackendInfo {
 }
 
 /**
- * PoolView for one process (sp mode, tests): plain fields. All backends start healthy, as the health
- * state machine does, so traffic flows before the first probe.
+ * What a BackendTable reads from each backend. The in-flight and latency figures live on the entry, so
+ * a caller that rebuilds the table (a config reload) keeps them for backends that stay.
  */
-export class LocalPool implements PoolView {
-  private readonly n: number;
-  private readonly weights: Float64Array;
-  private readonly currents: Float64Array;
-  private readonly loads: Int32Array;
-  private readonly latencies: Float64Array;
-  private readonly ids: readonly string[];
-  private readonly idIndex: Map<string, number>;
-  private readonly healthy = new BackendMask();
-  private ticket = 0;
+export interface TableEntry {
+  readonly weight: number;
+  /** stickyCookieValue of the backend, computed once. */
+  readonly stickyId: string;
+  inFlight: number;
+  latencyEwmaMs: number;
+}
 
-  constructor(backends: readonly BackendInfo[]) {
-    if (backends.length > BACKENDS_MAX) {
-      throw new RangeError(`${backends.length} backends: at most ${BACKENDS_MAX} are supported`);
+/**
+ * The in-process PoolView: one immutable list of entries plus the strategy state that goes with it
+ * (health bitmap, smooth-WRR weights; the round-robin ticket may be shared across rebuilt tables).
+ */
+export class BackendTable<E extends TableEntry> implements PoolView {
+  private readonly healthy = new BackendMask();
+  private readonly currents: Float64Array;
+  private readonly byStickyId = new Map<string, number>();
+
+  constructor(
+    readonly entries: readonly E[],
+    private readonly ticket: { n: number } = { n: 0 },
+    isUp: (entry: E) => boolean = () => true,
+  ) {
+    if (entries.length > BACKENDS_MAX) {
+      throw new RangeError(`${entries.length} backends: at most ${BACKENDS_MAX} are supported`);
     }
-    const n = backends.length;
-    this.n = n;
-    this.weights = Float64Array.from(backends, (b) => b.weight);
-    this.currents = new Float64Array(n);
-    this.loads = new Int32Array(n);
-    this.latencies = new Float64Array(n);
-    this.ids = backends.map((b) => stickyCookieValue(hostPort(b.host, b.port)));
-    this.idIndex = new Map();
+    this.currents = new Float64Array(entries.length);
     // The same host:port listed twice: the cookie names the first.
-    for (let i = n - 1; i >= 0; i--) this.idIndex.set(this.ids[i]!, i);
-    this.healthy.fill(n);
+    entries.forEach((e, i) => {
+      if (!this.byStickyId.has(e.stickyId)) this.byStickyId.set(e.stickyId, i);
+      this.healthy.set(i, isUp(e));
+    });
   }
 
   count(): number {
-    return this.n;
+    return this.entries.length;
   }
   weight(i: number): number {
-    return this.weights[i]!;
+    return this.entries[i]!.weight;
   }
   healthyLo(): number {
     return this.healthy.lo;
@@ -313,20 +318,20 @@ export class LocalPool implements PoolView {
     return this.healthy.hi;
   }
   inFlight(i: number): number {
-    return this.loads[i]!;
+    return this.entries[i]!.inFlight;
   }
   latencyEwmaMs(i: number): number {
-    return this.latencies[i]!;
+    return this.entries[i]!.latencyEwmaMs;
   }
   stickyId(i: number): string {
-    return this.ids[i]!;
+    return this.entries[i]!.stickyId;
   }
   stickyIndex(id: string): number {
-    return this.idIndex.get(id) ?? -1;
+    return this.byStickyId.get(id) ?? -1;
   }
   rrNext(): number {
-    const t = this.ticket;
-    this.ticket = (t + 1) >>> 0;
+    const t = this.ticket.n;
+    this.ticket.n = (t + 1) >>> 0;
     return t;
   }
   wrrCurrent(i: number): number {
@@ -335,7 +340,6 @@ export class LocalPool implements PoolView {
   wrrSetCurrent(i: number, value: number): void {
     this.currents[i] = value;
   }
-
   /** Apply a health transition (from recordResult) to the bitmap that pick reads. */
   setHealthy(i: number, up: boolean): void {
     this.healthy.set(i, up);
@@ -343,14 +347,33 @@ export class LocalPool implements PoolView {
   isHealthy(i: number): boolean {
     return this.healthy.has(i);
   }
+  healthyCount(): number {
+    let n = 0;
+    for (let i = 0; i < this.entries.length; i++) if (this.healthy.has(i)) n++;
+    return n;
+  }
+}
+
+/** A BackendTable over plain entries (tests, and anything that needs no reload): all start healthy. */
+export class LocalPool extends BackendTable<TableEntry> {
+  constructor(backends: readonly BackendInfo[]) {
+    super(
+      backends.map((b) => ({
+        weight: b.weight,
+        stickyId: stickyCookieValue(hostPort(b.host, b.port)),
+        inFlight: 0,
+        latencyEwmaMs: 0,
+      })),
+    );
+  }
   /** A request to backend i started. */
   begin(i: number): void {
-    this.loads[i] = this.loads[i]! + 1;
+    this.entries[i]!.inFlight++;
   }
   /** A request to backend i finished; latencyMs < 0 = no sample (it failed before a response). */
   end(i: number, latencyMs: number): void {
-    const load = this.loads[i]!;
-    if (load > 0) this.loads[i] = load - 1;
-    if (latencyMs >= 0) this.latencies[i] = ewmaMs(this.latencies[i]!, latencyMs);
+    const e = this.entries[i]!;
+    if (e.inFlight > 0) e.inFlight--;
+    if (latencyMs >= 0) e.latencyEwmaMs = ewmaMs(e.latencyEwmaMs, latencyMs);
   }
 }

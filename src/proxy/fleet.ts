@@ -3,12 +3,12 @@
 // Backend object it started with, so a reload never moves a request in flight.
 import type { BackendSpec, HealthOptions, Options, Strategy } from "../config/options.ts";
 import {
-  BackendMask,
+  BackendTable,
   ewmaMs,
   type PickRequest,
-  type PoolView,
   pick,
   stickyCookieValue,
+  type TableEntry,
 } from "../core/balancer.ts";
 import {
   canStartProbe,
@@ -29,7 +29,7 @@ import { probeBackend } from "../upstream/probe.ts";
 /** How often the probe loop looks for due probes; probes themselves run every probeIntervalMs. */
 const PROBE_TICK_MS = 100;
 
-export class Backend {
+export class Backend implements TableEntry {
   readonly key: string;
   readonly stickyId: string;
   readonly health: HealthState = newHealthState();
@@ -45,73 +45,22 @@ export class Backend {
     this.key = pool.key;
     this.stickyId = stickyCookieValue(pool.key);
   }
+
+  get weight(): number {
+    return this.spec.weight;
+  }
 }
 
-/** One immutable list of backends plus the strategy state that goes with it. */
-class BackendTable implements PoolView {
-  private readonly healthy = new BackendMask();
-  private readonly currents: Float64Array;
-  private readonly byStickyId = new Map<string, number>();
-
-  constructor(
-    readonly backends: readonly Backend[],
-    private readonly ticket: { n: number },
-  ) {
-    this.currents = new Float64Array(backends.length);
-    backends.forEach((b, i) => {
-      b.index = i;
-      if (!this.byStickyId.has(b.stickyId)) this.byStickyId.set(b.stickyId, i);
-      this.setHealthy(i, b.health.up);
-    });
-  }
-
-  count(): number {
-    return this.backends.length;
-  }
-  weight(i: number): number {
-    return this.backends[i]!.spec.weight;
-  }
-  healthyLo(): number {
-    return this.healthy.lo;
-  }
-  healthyHi(): number {
-    return this.healthy.hi;
-  }
-  inFlight(i: number): number {
-    return this.backends[i]!.inFlight;
-  }
-  latencyEwmaMs(i: number): number {
-    return this.backends[i]!.latencyEwmaMs;
-  }
-  stickyId(i: number): string {
-    return this.backends[i]!.stickyId;
-  }
-  stickyIndex(id: string): number {
-    return this.byStickyId.get(id) ?? -1;
-  }
-  rrNext(): number {
-    const t = this.ticket.n;
-    this.ticket.n = (t + 1) >>> 0;
-    return t;
-  }
-  wrrCurrent(i: number): number {
-    return this.currents[i]!;
-  }
-  wrrSetCurrent(i: number, value: number): void {
-    this.currents[i] = value;
-  }
-  setHealthy(i: number, up: boolean): void {
-    this.healthy.set(i, up);
-  }
-  healthyCount(): number {
-    let n = 0;
-    for (let i = 0; i < this.backends.length; i++) if (this.healthy.has(i)) n++;
-    return n;
-  }
+/** The fleet's table: Backend objects carry health, in-flight and latency across reloads. */
+function tableOf(backends: readonly Backend[], ticket: { n: number }): BackendTable<Backend> {
+  backends.forEach((b, i) => {
+    b.index = i;
+  });
+  return new BackendTable(backends, ticket, (b) => b.health.up);
 }
 
 export class Fleet {
-  private table: BackendTable;
+  private table: BackendTable<Backend>;
   private readonly ticket = { n: 0 };
   readonly metrics: Metrics;
   readonly budget = new WindowRetryBudget();
@@ -125,12 +74,12 @@ export class Fleet {
     this.strategy = options.strategy;
     this.health = options.health;
     const backends = specs.map((s) => new Backend(s, new BackendPool(s, this.poolOpts)));
-    this.table = new BackendTable(backends, this.ticket);
+    this.table = tableOf(backends, this.ticket);
     this.metrics = new Metrics(backends.map((b) => b.key));
   }
 
   get backends(): readonly Backend[] {
-    return this.table.backends;
+    return this.table.entries;
   }
 
   get healthOptions(): HealthOptions {
@@ -145,7 +94,7 @@ export class Fleet {
     const t = this.table;
     const r = pick(this.strategy, t, req, Math.random);
     this.pickedSetSticky = r.setSticky;
-    return r.index < 0 ? null : t.backends[r.index]!;
+    return r.index < 0 ? null : t.entries[r.index]!;
   }
 
   /** A transport result of a real request (passive health). An HTTP 5xx is a success here. */
@@ -163,7 +112,7 @@ export class Fleet {
   private apply(b: Backend, changed: "up" | "down" | null): void {
     if (changed === null) return;
     const t = this.table;
-    if (t.backends[b.index] === b) {
+    if (t.entries[b.index] === b) {
       t.setHealthy(b.index, changed === "up");
       this.metrics.setHealth(b.index, changed === "up");
     }
@@ -179,7 +128,7 @@ export class Fleet {
   /** Replaces the backend list; backends that stay keep their pool, health and counters. */
   replace(specs: readonly BackendSpec[], health: HealthOptions, strategy: Strategy = this.strategy): void {
     if (specs.length > BACKENDS_MAX) throw new RangeError(`at most ${BACKENDS_MAX} backends`);
-    const old = new Map(this.table.backends.map((b) => [b.key, b]));
+    const old = new Map(this.table.entries.map((b) => [b.key, b]));
     const next = specs.map((s) => {
       const pool = new BackendPool(s, this.poolOpts);
       const kept = old.get(pool.key);
@@ -192,7 +141,7 @@ export class Fleet {
     });
     this.health = health;
     this.strategy = strategy;
-    this.table = new BackendTable(next, this.ticket);
+    this.table = tableOf(next, this.ticket);
     this.metrics.setBackends(next.map((b) => b.key));
     for (const b of next) this.metrics.setHealth(b.index, b.health.up);
     // Removed backends: requests in flight finish on them; their idle connections go now.
@@ -209,7 +158,7 @@ export class Fleet {
   private probeTick(): void {
     const now = performance.now();
     const { probeIntervalMs, probeTimeoutMs, healthPath } = this.health;
-    for (const b of this.table.backends) {
+    for (const b of this.table.entries) {
       if (!canStartProbe(b.health, now, probeIntervalMs)) continue;
       probeStarted(b.health, now);
       void probeBackend(b.spec, healthPath, probeTimeoutMs, this.poolOpts.insecure).then((r) => {
@@ -221,6 +170,6 @@ export class Fleet {
   close(): void {
     if (this.probeTimer !== null) clearInterval(this.probeTimer);
     this.probeTimer = null;
-    for (const b of this.table.backends) b.pool.closeAll();
+    for (const b of this.table.entries) b.pool.closeAll();
   }
 }
