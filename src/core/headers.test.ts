@@ -1,11 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import {
-  connectionListed,
-  forwardedFields,
-  isIdempotent,
-  type RequestHeadInput,
-  responseFields,
-} from "./headers.ts";
+import { connectionListed, forwardedFields, type RequestHeadInput, responseFields } from "./headers.ts";
 
 const base: RequestHeadInput = {
   method: "GET",
@@ -131,9 +125,4 @@ describe("responseFields", () => {
 test("connectionListed ignores close/keep-alive and blanks", () => {
   expect(connectionListed("close")).toBeNull();
   expect(connectionListed(" Keep-Alive , X-A,,x-b ")).toEqual(new Set(["x-a", "x-b"]));
-});
-
-test("idempotent methods (RFC 9110 §9.2.2)", () => {
-  for (const m of ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]) expect(isIdempotent(m)).toBe(true);
-  for (const m of ["POST", "PATCH", "CONNECT", "get"]) expect(isIdempotent(m)).toBe(false);
 });

@@ -106,9 +106,3 @@ export function responseFields(flat: readonly string[]): ResponseFields {
   }
   return { pairs, hasContentType };
 }
-
-/** Methods whose requests may be replayed after a failure (RFC 9110 §9.2.2). */
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
-export function isIdempotent(method: string): boolean {
-  return IDEMPOTENT.has(method);
-}

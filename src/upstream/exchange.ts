@@ -4,9 +4,9 @@
 // hot path allocates no closures per request.
 import type { HostHeaderPolicy } from "../config/options.ts";
 import { excludeIndex, type PickRequest } from "../core/balancer.ts";
-import { isIdempotent, responseFields } from "../core/headers.ts";
+import { responseFields } from "../core/headers.ts";
 import { RESPONSE_CHUNKS_QUEUED_MAX, WHOLE_BODY_AS_BYTES_MAX } from "../core/limits.ts";
-import { decideRetry } from "../core/retry.ts";
+import { decideRetry, isIdempotentMethod } from "../core/retry.ts";
 import { errorResponse, ProxyError } from "../proxy/errors.ts";
 import type { Backend, Fleet } from "../proxy/fleet.ts";
 import { log } from "../telemetry/log.ts";
@@ -291,7 +291,7 @@ export class Exchange implements ExchangeSink, DeadlineNode {
     // A pooled connection the backend had closed while idle: retry once on a fresh connection to
     // the same backend. Only for idempotent requests: a backend that read a POST and then died looks
     // the same, and a POST is never sent twice. Not a health failure (the backend is fine).
-    if (beforeResponse && reused && !this.freshRetried && replayable && isIdempotent(this.method)) {
+    if (beforeResponse && reused && !this.freshRetried && replayable && isIdempotentMethod(this.method)) {
       this.freshRetried = true;
       log.debug(
         "proxy",
