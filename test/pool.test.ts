@@ -254,6 +254,29 @@ describe("strategies", () => {
     await stickyScenario("X", ["--cookie-name", "X"]);
   });
 
+  test("sticky named by the -c file (not by a flag) sets and honours the cookie too", async () => {
+    const a = named("a");
+    const b = named("b");
+    const file = join(tmpDir(), "backends.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        backends: [
+          { host: "127.0.0.1", port: a.port },
+          { host: "127.0.0.1", port: b.port },
+        ],
+        strategy: "sticky",
+      }),
+    );
+    const p = lb([], ["-c", file]);
+    const first = await fetch(p.url + "/");
+    const cookie = cookieOf(first, "ZZZ_BACKEND_ID");
+    expect(cookie).not.toBeNull();
+    const pinned = await first.text();
+    const again = await bodies(p.url + "/", 4, { headers: { cookie: `ZZZ_BACKEND_ID=${cookie}` } });
+    expect(again).toEqual([pinned, pinned, pinned, pinned]);
+  });
+
   /** Three backends where /hold waits for the gate; returns which one holds it and the others. */
   async function holdOne(strategy: string) {
     const g = gate();

@@ -68,10 +68,12 @@ export class Fleet {
   private probeTimer: ReturnType<typeof setInterval> | null = null;
   private readonly poolOpts: PoolOptions;
   private strategy: Strategy;
+  private readonly cookieName: string;
 
   constructor(options: Options, specs: readonly BackendSpec[]) {
     this.poolOpts = { insecure: options.insecure, trace: options.trace, tlsTrace: options.tlsTrace };
     this.strategy = options.strategy;
+    this.cookieName = options.cookieName;
     this.health = options.health;
     const backends = specs.map((s) => new Backend(s, new BackendPool(s, this.poolOpts)));
     this.table = tableOf(backends, this.ticket);
@@ -84,6 +86,11 @@ export class Fleet {
 
   get healthOptions(): HealthOptions {
     return this.health;
+  }
+
+  /** The sticky cookie's name while the strategy (which a reload may change) is sticky, else null. */
+  get stickyCookie(): string | null {
+    return this.strategy === "sticky" ? this.cookieName : null;
   }
 
   /** Whether the latest pick() wants the sticky cookie (re)set; read right after pick(). */

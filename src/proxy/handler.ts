@@ -39,7 +39,6 @@ function refusal(status: number, reason: string): Response {
 export function createHandler(ctx: ProxyContext) {
   const { options, fleet, deadlines } = ctx;
   const metricsPath = options.metricsPath;
-  const stickyCookie = options.strategy === "sticky" ? options.cookieName : null;
 
   return function handle(req: Request, server: Server<undefined>): Response | Promise<Response> {
     const url = req.url;
@@ -55,6 +54,7 @@ export function createHandler(ctx: ProxyContext) {
       return new Response(fleet.metrics.render(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
     }
 
+    const stickyCookie = fleet.stickyCookie;
     const pickReq = newPickRequest(stickyCookie === null ? null : cookieValue(fields.cookie, stickyCookie));
     const picked = fleet.pick(pickReq);
     if (picked === null) {
