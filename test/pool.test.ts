@@ -338,9 +338,9 @@ describe("health", () => {
 
       expect(load.st.failures).toEqual([]);
       expect(load.st.done).toBe(300);
-      expect(p.fleet.backends[1]!.health.up).toBe(false);
-      expect(p.fleet.backends[0]!.health.up).toBe(true);
-      expect(p.fleet.backends[2]!.health.up).toBe(true);
+      expect(p.fleet.isUp(p.fleet.backends[1]!)).toBe(false);
+      expect(p.fleet.isUp(p.fleet.backends[0]!)).toBe(true);
+      expect(p.fleet.isUp(p.fleet.backends[2]!)).toBe(true);
       expect(traffic(bs[1]!)).toBe(killedAt);
       const down = logSince(from).filter((l) => l.startsWith("warn(health):"));
       expect(down).toHaveLength(1);
@@ -365,7 +365,7 @@ describe("health", () => {
       const from = logLines.length;
       await bs[1]!.stop();
       // Probes (and any traffic) find it dead: 3 failures.
-      await waitFor("the killed backend marked down", () => p.fleet.backends[1]!.health.up === false);
+      await waitFor("the killed backend marked down", () => p.fleet.isUp(p.fleet.backends[1]!) === false);
       expect(logSince(from).some((l) => l.startsWith(`warn(health): backend ${addr(bs[1]!)} down: `))).toBe(
         true,
       );
@@ -385,7 +385,7 @@ describe("health", () => {
       );
       const tookMs = performance.now() - restartedAt;
       expect(tookMs).toBeLessThan(within);
-      expect(p.fleet.backends[1]!.health.up).toBe(true);
+      expect(p.fleet.isUp(p.fleet.backends[1]!)).toBe(true);
       expect(logSince(from).some((l) => l.startsWith(`info(health): backend ${addr(bs[1]!)} up: `))).toBe(
         true,
       );

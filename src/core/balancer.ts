@@ -36,9 +36,13 @@ export interface PoolView {
   stickyIndex(id: string): number;
   /** Returns the round-robin ticket and advances it (shared memory: Atomics.add, which wraps). */
   rrNext(): number;
-  /** Smooth weighted round robin's current_weight of backend i, kept between picks. */
-  wrrCurrent(i: number): number;
-  wrrSetCurrent(i: number, value: number): void;
+  /**
+   * One full cycle of smooth weighted round robin over the candidate set (lo, hi): backend indexes in
+   * pick order, length = the sum of the candidates' weights. The same for every caller (it depends only
+   * on weights and the set), so workers that share rrNext() share one sequence; see smoothWrrCycle.
+   * Views cache it per set.
+   */
+  wrrCycle(lo: number, hi: number): Uint8Array;
 }
 
 /**
@@ -147,25 +151,73 @@ function roundRobin(view: PoolView, lo: number, hi: number, n: number): number {
   return nthMember(lo, hi, (view.rrNext() >>> 0) % n);
 }
 
-/** nginx's smooth weighted round robin (ngx_http_upstream_get_peer), over the candidates only. */
-function weighted(view: PoolView, lo: number, hi: number, count: number): number {
+/**
+ * nginx's smooth weighted round robin (ngx_http_upstream_get_peer) over the candidates, run for one
+ * whole cycle: after sum(weights) picks every current_weight is back at 0, so the sequence repeats
+ * exactly. Precomputing it turns the per-pick state (n current weights, updated together) into one
+ * shared counter: pick = cycle[ticket mod length], which workers in separate processes can advance
+ * with a single Atomics.add and no lock. Weights 5,1,1 give a,a,b,a,c,a,a.
+ * Cost: O(length x count) once per candidate set (at most 64 x WEIGHT_MAX picks of 64 backends).
+ */
+export function smoothWrrCycle(
+  weight: (i: number) => number,
+  lo: number,
+  hi: number,
+  count: number,
+): Uint8Array {
+  const w = new Float64Array(count);
   let total = 0;
-  let best = -1;
-  let bestCurrent = 0;
   for (let i = 0; i < count; i++) {
-    if (!maskHas(lo, hi, i)) continue;
-    const w = view.weight(i);
-    if (!(w >= 1)) continue;
-    const current = view.wrrCurrent(i) + w;
-    view.wrrSetCurrent(i, current);
-    total += w;
-    if (best < 0 || current > bestCurrent) {
-      best = i;
-      bestCurrent = current;
+    const wi = weight(i);
+    if (maskHas(lo, hi, i) && wi >= 1) {
+      w[i] = Math.floor(wi);
+      total += w[i]!;
     }
   }
-  if (best >= 0) view.wrrSetCurrent(best, bestCurrent - total);
-  return best;
+  const cycle = new Uint8Array(total);
+  const current = new Float64Array(count);
+  for (let k = 0; k < total; k++) {
+    let best = -1;
+    for (let i = 0; i < count; i++) {
+      if (w[i] === 0) continue;
+      current[i]! += w[i]!;
+      if (best < 0 || current[i]! > current[best]!) best = i;
+    }
+    current[best]! -= total;
+    cycle[k] = best;
+  }
+  return cycle;
+}
+
+/** Cycles kept per view: the healthy set, and a few retry sets (healthy minus the backend that failed). */
+export const WRR_CYCLES_CACHED = 4;
+
+/** A small most-recent cache of smoothWrrCycle results for one table (weights fixed for its life). */
+export class WrrCycleCache {
+  private readonly los = new Int32Array(WRR_CYCLES_CACHED);
+  private readonly his = new Int32Array(WRR_CYCLES_CACHED);
+  private readonly cycles: (Uint8Array | null)[] = new Array(WRR_CYCLES_CACHED).fill(null);
+  private next = 0;
+
+  get(view: PoolView, lo: number, hi: number): Uint8Array {
+    for (let k = 0; k < WRR_CYCLES_CACHED; k++) {
+      const c = this.cycles[k];
+      if (c !== null && c !== undefined && this.los[k] === lo && this.his[k] === hi) return c;
+    }
+    const c = smoothWrrCycle((i) => view.weight(i), lo, hi, view.count());
+    const k = this.next;
+    this.next = (k + 1) % WRR_CYCLES_CACHED;
+    this.los[k] = lo;
+    this.his[k] = hi;
+    this.cycles[k] = c;
+    return c;
+  }
+}
+
+function weighted(view: PoolView, lo: number, hi: number): number {
+  const cycle = view.wrrCycle(lo, hi);
+  if (cycle.length === 0) return -1;
+  return cycle[(view.rrNext() >>> 0) % cycle.length]!;
 }
 
 /**
@@ -226,7 +278,7 @@ export function pick(strategy: Strategy, view: PoolView, req: PickRequest, rand:
     case "round_robin":
       return KEEP[roundRobin(view, lo, hi, n) + 1]!;
     case "weighted":
-      return KEEP[weighted(view, lo, hi, count) + 1]!;
+      return KEEP[weighted(view, lo, hi) + 1]!;
     case "random":
       return KEEP[nthMember(lo, hi, below(rand, n)) + 1]!;
     case "least_conn":
@@ -282,11 +334,11 @@ export interface TableEntry {
 
 /**
  * The in-process PoolView: one immutable list of entries plus the strategy state that goes with it
- * (health bitmap, smooth-WRR weights; the round-robin ticket may be shared across rebuilt tables).
+ * (health bitmap, smooth-WRR cycles; the round-robin ticket may be shared across rebuilt tables).
  */
 export class BackendTable<E extends TableEntry> implements PoolView {
   private readonly healthy = new BackendMask();
-  private readonly currents: Float64Array;
+  private readonly wrr = new WrrCycleCache();
   private readonly byStickyId = new Map<string, number>();
 
   constructor(
@@ -297,7 +349,6 @@ export class BackendTable<E extends TableEntry> implements PoolView {
     if (entries.length > BACKENDS_MAX) {
       throw new RangeError(`${entries.length} backends: at most ${BACKENDS_MAX} are supported`);
     }
-    this.currents = new Float64Array(entries.length);
     // The same host:port listed twice: the cookie names the first.
     entries.forEach((e, i) => {
       if (!this.byStickyId.has(e.stickyId)) this.byStickyId.set(e.stickyId, i);
@@ -334,11 +385,8 @@ export class BackendTable<E extends TableEntry> implements PoolView {
     this.ticket.n = (t + 1) >>> 0;
     return t;
   }
-  wrrCurrent(i: number): number {
-    return this.currents[i]!;
-  }
-  wrrSetCurrent(i: number, value: number): void {
-    this.currents[i] = value;
+  wrrCycle(lo: number, hi: number): Uint8Array {
+    return this.wrr.get(this, lo, hi);
   }
   /** Apply a health transition (from recordResult) to the bitmap that pick reads. */
   setHealthy(i: number, up: boolean): void {

@@ -534,6 +534,7 @@ test("the renderer reads through the store: two instances over one store see the
     },
     get: (slot) => inner.get(slot),
     set: (slot, v) => inner.set(slot, v),
+    clear: (slot) => inner.clear(slot),
   };
   const keys = ["a:1", "b:1"];
   const w1 = new Metrics(keys, shared);

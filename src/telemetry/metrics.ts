@@ -44,6 +44,8 @@ export interface MetricsStore {
   add(slot: number, n: number): void;
   get(slot: number): number;
   set(slot: number, value: number): void;
+  /** Zeroes the slot everywhere it is kept (a shared store: in every process's copy). */
+  clear(slot: number): void;
 }
 
 /** One process's store. Float64 keeps integers exact up to 2^53. */
@@ -60,6 +62,9 @@ export class LocalMetricsStore implements MetricsStore {
   }
   set(slot: number, value: number): void {
     this.a[slot] = value;
+  }
+  clear(slot: number): void {
+    this.a[slot] = 0;
   }
 }
 
@@ -150,13 +155,57 @@ export class Metrics {
   /** `backend="..."`, escaped once per row. */
   private readonly rowLabel: string[] = new Array(METRICS_BACKEND_ROWS_MAX).fill("");
 
-  constructor(keys: readonly string[], store: MetricsStore = new LocalMetricsStore(METRICS_SLOTS)) {
+  /**
+   * Health of a row for the gauges, when it is kept elsewhere (the shared region's health words);
+   * null = the R_UP slots written by setHealth.
+   */
+  upOfRow: ((row: number) => boolean) | null = null;
+
+  /**
+   * `configOwner`: this instance reports the config reload gauges (one per fleet: in a shared store
+   * the supervisor's, since gauges from every process are summed).
+   */
+  constructor(
+    keys: readonly string[],
+    store: MetricsStore = new LocalMetricsStore(METRICS_SLOTS),
+    configOwner = true,
+  ) {
     if (store.slots < METRICS_SLOTS)
       throw new RangeError(`metrics store has ${store.slots} slots, needs ${METRICS_SLOTS}`);
     this.store = store;
     // The configuration in use at start loaded fine (as Prometheus reports for its own config).
-    store.set(G_LAST_RELOAD_OK, 1);
+    if (configOwner) store.set(G_LAST_RELOAD_OK, 1);
     this.setBackends(keys);
+  }
+
+  /**
+   * Installs a backend list whose rows were chosen elsewhere (by the supervisor's setBackends, read
+   * from the shared table): same effect on recording and rendering, no allocation decisions here.
+   */
+  useRows(keys: readonly string[], rows: readonly number[]): void {
+    if (keys.length > BACKENDS_MAX) throw new RangeError(`${keys.length} backends; at most ${BACKENDS_MAX}`);
+    for (let i = 0; i < keys.length; i++) {
+      const r = rows[i]!;
+      if (!(r >= 0 && r < METRICS_BACKEND_ROWS_MAX)) throw new RangeError(`row ${r} out of range`);
+      if (this.rowKey[r] !== keys[i]) {
+        this.rowKey[r] = keys[i]!;
+        this.rowLabel[r] = `backend="${escapeLabelValue(keys[i]!)}"`;
+      }
+      this.rowState[r] = ROW_ACTIVE;
+      this.rowOf[i] = r;
+    }
+    this.count = keys.length;
+  }
+
+  /** Requests in flight to a row (all processes, for a shared store): least_conn and p2c read it. */
+  inFlightOfRow(row: number): number {
+    return this.store.get(GLOBAL_SLOTS + row * ROW_SLOTS + R_IN_FLIGHT);
+  }
+
+  /** This process's requests that were in flight when it died are gone: its own gauges go back to 0. */
+  resetInFlight(): void {
+    for (let r = 0; r < METRICS_BACKEND_ROWS_MAX; r++)
+      this.store.set(GLOBAL_SLOTS + r * ROW_SLOTS + R_IN_FLIGHT, 0);
   }
 
   /** Number of backends in the current list. */
@@ -193,7 +242,7 @@ export class Metrics {
         r = this.freeRow();
         const old = this.rowKey[r];
         if (old !== null && old !== undefined) rowByKey.delete(old);
-        for (let s = 0; s < ROW_SLOTS; s++) this.store.set(this.base(r) + s, 0);
+        for (let s = 0; s < ROW_SLOTS; s++) this.store.clear(this.base(r) + s);
         this.rowKey[r] = key;
         this.rowLabel[r] = `backend="${escapeLabelValue(key)}"`;
         this.store.set(this.base(r) + R_UP, 1);
@@ -221,6 +270,10 @@ export class Metrics {
     }
     // At most BACKENDS_MAX rows are active, so with 2x rows there is always a retired one here.
     return idle >= 0 ? idle : any;
+  }
+
+  private isUp(r: number): boolean {
+    return this.upOfRow !== null ? this.upOfRow(r) : this.store.get(this.base(r) + R_UP) !== 0;
   }
 
   private base(r: number): number {
@@ -330,7 +383,7 @@ export class Metrics {
     out += `lb_no_backend_total ${fmt(st.get(G_NO_BACKEND))}\n`;
 
     let healthy = 0;
-    for (let i = 0; i < n; i++) if (st.get(this.base(this.rowOf[i]!) + R_UP) !== 0) healthy++;
+    for (let i = 0; i < n; i++) if (this.isUp(this.rowOf[i]!)) healthy++;
     family("lb_backends_healthy", "gauge", "Backends currently marked healthy.");
     out += `lb_backends_healthy ${healthy}\n`;
     family("lb_backends_unhealthy", "gauge", "Backends currently marked unhealthy.");
@@ -340,7 +393,7 @@ export class Metrics {
       family("lb_backend_up", "gauge", "Whether the backend is marked healthy (1) or not (0).");
       for (let i = 0; i < n; i++) {
         const r = this.rowOf[i]!;
-        out += `lb_backend_up{${this.rowLabel[r]}} ${fmt(st.get(this.base(r) + R_UP))}\n`;
+        out += `lb_backend_up{${this.rowLabel[r]}} ${this.isUp(r) ? 1 : 0}\n`;
       }
 
       family(
