@@ -1,87 +1,165 @@
 #!/usr/bin/env bun
-// Entry point: parse flags, then run as a single process (multi-process mode arrives later).
+// Entry point: parse flags, then run in the role this process has: mp supervisor (default on Linux),
+// mp worker (spawned by the supervisor, ZZZ_LB_ROLE=worker), or single process (--mode sp).
+import { availableParallelism } from "node:os";
 import { CliError, notYetUsed, parseArgs } from "./cli/parse.ts";
 import { ConfigError } from "./config/backends-file.ts";
+import type { Options } from "./config/options.ts";
+import { WORKERS_MAX } from "./core/limits.ts";
 import { startProxy } from "./proxy/server.ts";
+import type { Region } from "./shm/region.ts";
+import { removeStaleRegions } from "./shm/region.ts";
+import type { Control } from "./supervisor/control.ts";
+import { ENV_ROLE } from "./supervisor/self.ts";
+import { startSupervisor } from "./supervisor/supervisor.ts";
+import { announceReady, isUpgrade, predecessorRegion, startSuccessor } from "./supervisor/upgrade.ts";
+import { runWorker } from "./supervisor/worker.ts";
 import { log, setLogLevel } from "./telemetry/log.ts";
 
 /** Exit status for bad flags or config, as in the CLI reference. */
 const EXIT_USAGE = 2;
 
-function main(argv: string[]): void {
+/** What the signal handlers act on, in either mode. */
+interface Instance {
+  readonly region: Region;
+  readonly control: Control;
+  reload(): void;
+  /** Stop accepting, finish in-flight requests (bounded by --drain-timeout-ms), clean up. */
+  drain(): Promise<void>;
+}
+
+function usage(message: string): never {
+  process.stderr.write(`err(cli): ${message}\n`);
+  process.exit(EXIT_USAGE);
+}
+
+/**
+ * Makes sure no other program (or another zzz-lb) listens on the port: with reusePort we would
+ * otherwise share it silently and split its traffic. Returns the port (resolved when 0). Skipped on a
+ * binary upgrade, where the old instance holds the port on purpose.
+ */
+function claimPort(host: string, port: number): number {
+  try {
+    const probe = Bun.listen({ hostname: host, port, socket: { data() {} } });
+    const got = probe.port;
+    probe.stop(true);
+    return got;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    log.err(
+      "main",
+      code === "EADDRINUSE"
+        ? `cannot listen on ${host}:${port}: the port is in use by another program`
+        : `cannot listen on ${host}:${port}: ${String(err)}`,
+    );
+    process.exit(1);
+  }
+}
+
+function installSignals(options: Options, instance: Instance): void {
+  let leaving = false;
+  const leave = (why: string) => {
+    if (leaving) return;
+    leaving = true;
+    log.info("main", `${why}: draining (up to ${options.drainTimeoutMs} ms)`);
+    void instance.drain().then(() => {
+      log.info("main", "stopped");
+      process.exit(0);
+    });
+  };
+  process.on("SIGTERM", () => leave("SIGTERM"));
+  process.on("SIGINT", () => leave("SIGINT"));
+  process.on("SIGHUP", () => {
+    log.info(
+      "main",
+      options.configFile ? `SIGHUP: reloading ${options.configFile}` : "SIGHUP: no -c file to reload",
+    );
+    instance.reload();
+  });
+  let upgrading = false;
+  process.on("SIGUSR2", () => {
+    if (upgrading || leaving) return;
+    upgrading = true;
+    log.info("main", "SIGUSR2: binary upgrade");
+    void startSuccessor(instance.region).then((r) => {
+      upgrading = false;
+      if (r.ok) leave(`upgrade: pid ${r.pid} serves`);
+      else log.err("upgrade", `${r.why}; this instance keeps serving`);
+    });
+  });
+}
+
+async function main(argv: string[]): Promise<void> {
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs(argv);
   } catch (err) {
-    if (err instanceof CliError) {
-      process.stderr.write(`err(cli): ${err.message}\n(see load_balancer --help)\n`);
-      process.exit(EXIT_USAGE);
-    }
+    if (err instanceof CliError) usage(`${err.message}\n(see load_balancer --help)`);
     throw err;
   }
   if (parsed.kind !== "run") {
     process.stdout.write(parsed.text + "\n");
     return;
   }
-  const missing = notYetUsed(parsed);
-  if (missing.length > 0) {
-    for (const m of missing) process.stderr.write(`err(cli): ${m}\n`);
-    process.exit(EXIT_USAGE);
-  }
   const options = parsed.options;
   setLogLevel(options.logLevel);
-  if (options.configFile !== null && options.backends.length > 0) {
-    // One source of truth for the backend list: the file is hot-reloaded, flags are not.
-    process.stderr.write(
-      "err(cli): use either -b (fixed backends) or -c FILE (hot-reloaded backends), not both\n",
-    );
-    process.exit(EXIT_USAGE);
+  if (process.env[ENV_ROLE] === "worker") {
+    runWorker(options);
+    return;
   }
-  if (options.backends.length === 0 && options.configFile === null) {
-    process.stderr.write(
-      "err(cli): no backends: give at least one -b HOST:PORT (or run `npm run demo` to try it with demo backends)\n",
-    );
-    process.exit(EXIT_USAGE);
-  }
+  const missing = notYetUsed(parsed);
+  if (missing.length > 0) usage(missing.join("\nerr(cli): "));
+  // One source of truth for the backend list: the file is hot-reloaded, flags are not.
+  if (options.configFile !== null && options.backends.length > 0)
+    usage("use either -b (fixed backends) or -c FILE (hot-reloaded backends), not both");
+  if (options.backends.length === 0 && options.configFile === null)
+    usage("no backends: give at least one -b HOST:PORT (or run `npm run demo` to try it with demo backends)");
   if (options.insecure)
     log.warn("tls", "--insecure: backend TLS certificates are NOT verified (never in production)");
 
-  let running: ReturnType<typeof startProxy>;
+  const port = isUpgrade() ? options.port : claimPort(options.host, options.port);
+  let instance: Instance;
+  let what: string;
   try {
-    running = startProxy(options, { flagsGiven: parsed.explicit });
+    if (options.mode === "sp") {
+      for (const p of removeStaleRegions()) log.info("main", `removed a stale region of a crashed run: ${p}`);
+      const running = startProxy(
+        { ...options, port },
+        { flagsGiven: parsed.explicit, inherit: predecessorRegion() },
+      );
+      instance = {
+        region: running.region,
+        control: running.control,
+        reload: running.reload,
+        drain: running.stop,
+      };
+      what = `sp, pid ${process.pid}`;
+    } else {
+      const workers = Math.min(options.workers || availableParallelism(), WORKERS_MAX);
+      const sup = await startSupervisor({ ...options, port }, port, workers, parsed.explicit);
+      instance = sup;
+      what = `mp, ${workers} worker${workers === 1 ? "" : "s"}, supervisor pid ${process.pid}`;
+    }
   } catch (err: unknown) {
-    // A bad config file is a usage error (exit 2), like a bad flag; anything else (port taken) is 1.
+    // A bad config file is a usage error (exit 2), like a bad flag; anything else is 1.
     if (err instanceof ConfigError) {
       log.err("config", err.message);
       process.exit(EXIT_USAGE);
     }
-    log.err("main", `cannot start on ${options.host}:${options.port}: ${String(err)}`);
+    log.err(
+      "main",
+      `cannot start on ${options.host}:${port}: ${err instanceof Error ? err.message : String(err)}`,
+    );
     process.exit(1);
   }
-  const shutdown = (signal: string) => {
-    log.info("main", `${signal}: draining (up to ${options.drainTimeoutMs} ms)`);
-    void running.stop().then(() => {
-      log.info("main", "stopped");
-      process.exit(0);
-    });
-  };
-  process.on("SIGTERM", () => shutdown("SIGTERM"));
-  process.on("SIGHUP", () => {
-    log.info(
-      "main",
-      options.configFile ? `SIGHUP: reloading ${options.configFile}` : "SIGHUP: no -c file to reload",
-    );
-    running.reload();
-  });
-  process.on("SIGINT", () => shutdown("SIGINT"));
-
+  installSignals(options, instance);
   // Announced only once the signal handlers are in place: a SIGHUP sent as soon as this line shows
   // would otherwise hit the default action and kill the process.
-  const backends = running.pools.map((p) => `${p.key}${p.spec.tls ? " (tls)" : ""}`).join(", ");
-  log.info(
-    "main",
-    `listening on http://${options.host}:${running.server.port} (sp, pid ${process.pid}) -> ${backends}`,
-  );
+  const backends = instance.control.backends
+    .map((b) => `${b.host}:${b.port}${b.tls ? " (tls)" : ""}`)
+    .join(", ");
+  log.info("main", `listening on http://${options.host}:${port} (${what}) -> ${backends}`);
+  announceReady();
 }
 
-main(process.argv.slice(2));
+void main(process.argv.slice(2));

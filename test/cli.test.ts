@@ -58,7 +58,6 @@ describe("bad command lines exit 2 with one err(cli) line", () => {
   const notYet: [string[], string][] = [
     [["--waf-config", "package.json"], "--waf-config"],
     [["--otel-endpoint", "localhost:4318"], "--otel-endpoint"],
-    [["--mode", "mp"], "--mode mp"],
   ];
   for (const [args, flag] of notYet) {
     test(`${args.join(" ")} -> exit 2, "not implemented yet"`, async () => {

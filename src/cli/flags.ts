@@ -15,8 +15,10 @@ export const PROGRAM = "load_balancer";
 
 export const PORT_DEFAULT = 8080;
 export const HOST_DEFAULT = "0.0.0.0";
-/** A sanity bound, far above any machine's core count, that stops `-w 100000` forking a storm. */
-export const WORKERS_MAX = 1024;
+
+import { WORKERS_MAX } from "../core/limits.ts";
+
+export { WORKERS_MAX };
 /** Upper bound for every millisecond flag: a day is longer than any sane timeout and fits a setTimeout. */
 export const DURATION_MS_MAX = 86_400_000;
 export const HEALTH_PATH_DEFAULT = "/";
@@ -248,6 +250,4 @@ export const NOT_YET: Record<string, string> = {
   "--waf-config": "WAF arrives with issue 5",
   "--waf-shadow": "WAF arrives with issue 5",
   "--otel-endpoint": "OpenTelemetry export is not built yet",
-  "--workers": "only one worker runs until multi-process mode is built; -w 1 is accepted",
-  "--mode mp": "multi-process mode is not built yet; --mode sp runs",
 };

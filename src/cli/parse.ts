@@ -172,8 +172,9 @@ function defaults(): Draft {
   return {
     host: HOST_DEFAULT,
     port: PORT_DEFAULT,
-    // sp until multi-process mode exists; the spec's "mp on Linux" default comes with it.
-    mode: "sp",
+    // The spec: mp on Linux (SO_REUSEPORT spreads connections over the workers there), sp elsewhere
+    // (macOS accepts reusePort but sends every connection to one socket).
+    mode: process.platform === "linux" ? "mp" : "sp",
     workers: 0,
     backends: [],
     backendKeys: new Set(),
@@ -329,8 +330,6 @@ export function notYetUsed(run: { options: Options; explicit: ReadonlySet<string
   const o = run.options;
   const used = new Set<string>();
   for (const flag of run.explicit) {
-    // Single-process mode is one worker, so asking for exactly one is already honoured.
-    if (flag === "--workers" && o.workers === 1) continue;
     used.add(flag);
     if (flag === "--mode") used.add(`--mode ${o.mode}`);
     if (flag === "--strategy") used.add(`--strategy ${o.strategy}`);

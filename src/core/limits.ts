@@ -3,6 +3,11 @@
 
 /** spec MAX_BACKENDS: limited by the 64-bit health bitmap. */
 export const BACKENDS_MAX = 64;
+/**
+ * Worker processes in mp mode. Each has a metrics slot of ~32 KiB in the shared region, and every
+ * /metrics read sums all slots; 64 is far above the cores a machine gives one load balancer.
+ */
+export const WORKERS_MAX = 64;
 /** spec MAX_HOST_LEN (RFC 1035). */
 export const HOST_LEN_MAX = 253;
 /** spec MAX_HEADER_BYTES: request or response header block, start line included. */

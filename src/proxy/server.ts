@@ -57,6 +57,7 @@ export function serve(options: Options, region: Region, slot: number, slotsInUse
 
 export interface Running extends Serving {
   readonly control: Control;
+  readonly region: Region;
   /** Connection pools of the current backends (tests inspect their stats). */
   readonly pools: readonly BackendPool[];
   /** Re-reads the config file now (SIGHUP); a no-op without -c. */
@@ -94,6 +95,7 @@ export function startProxy(options: Options, start: StartOptions = {}): Running 
     server: serving.server,
     fleet: serving.fleet,
     control,
+    region,
     get pools() {
       return serving.fleet.backends.map((b) => b.pool);
     },

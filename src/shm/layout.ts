@@ -18,7 +18,7 @@
 // A backend has two identities: its index in the current table (what strategies pick, changes on
 // reload) and its row (stable per host:port for as long as it is configured, chosen by the supervisor).
 // Everything that must survive a reload (health, metrics, in-flight counts) is keyed by row.
-import { BACKENDS_MAX, HOST_LEN_MAX, METRICS_BACKEND_ROWS_MAX } from "../core/limits.ts";
+import { BACKENDS_MAX, HOST_LEN_MAX, METRICS_BACKEND_ROWS_MAX, WORKERS_MAX } from "../core/limits.ts";
 import { RETRY_BUDGET_WORDS } from "../core/retry.ts";
 import { METRICS_SLOTS } from "../telemetry/metrics.ts";
 
@@ -28,7 +28,6 @@ export const MAGIC = 0x424c5a5a;
 export const LAYOUT_VERSION = 1;
 
 /** Process slots: slot 0 is the supervisor (or the sp process's control part), 1..WORKERS_MAX workers. */
-export const WORKERS_MAX = 64;
 export const PROC_SLOTS_MAX = WORKERS_MAX + 1;
 export const SUPERVISOR_SLOT = 0;
 /** Backend rows: METRICS_BACKEND_ROWS_MAX, so a removed backend keeps its row while new ones are added. */
@@ -36,7 +35,8 @@ export const ROWS_MAX = METRICS_BACKEND_ROWS_MAX;
 /** Bytes reserved for the WAF's tables (rate-limit buckets, burst counters, connection counts). */
 export const WAF_BYTES = 4 * 1024 * 1024;
 
-// --- Header: Int32 word indexes.
+// --- Header: Int32 word indexes. H_MAGIC..H_UPGRADE_READY_PID keep these places in every layout
+// version: an upgrade to a build with another layout still finds the old instance's ready word.
 export const H_MAGIC = 0;
 export const H_VERSION = 1;
 /** Total size in bytes, checked by every process that maps the file. */
