@@ -138,6 +138,7 @@ export class Fleet {
     this.strategy = t.strategy;
     this.thresholds = { unhealthyThreshold: t.unhealthyThreshold, healthyThreshold: t.healthyThreshold };
     this.generation = t.generation;
+    this.metrics.tableInUse(t.generation);
     // Removed backends: requests in flight finish on them; their idle connections go now.
     for (const gone of old.values()) gone.pool.retire();
   }

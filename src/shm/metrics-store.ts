@@ -41,6 +41,14 @@ export class SharedMetricsStore implements MetricsStore {
     this.own[slot] = value;
   }
 
+  get processes(): number {
+    return this.all.length;
+  }
+
+  getIn(process: number, slot: number): number {
+    return this.all[process]![slot]!;
+  }
+
   clear(slot: number): void {
     for (let k = 0; k < this.all.length; k++) this.all[k]![slot] = 0;
   }

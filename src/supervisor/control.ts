@@ -150,13 +150,14 @@ export class Control {
       if (!before.has(keys[i]!)) resetRow(this.words, row);
       return { spec, key: keys[i]!, row, probe: probes.get(keys[i]!) ?? newHealthState() };
     });
-    publishTable(this.words, {
+    const generation = publishTable(this.words, {
       strategy: settings.strategy,
       unhealthyThreshold: settings.health.unhealthyThreshold,
       healthyThreshold: settings.health.healthyThreshold,
       backends: specs,
       rows: this.list.map((p) => p.row),
     });
+    this.metrics.tableInUse(generation);
     this.settings = settings;
   }
 

@@ -46,6 +46,9 @@ export interface MetricsStore {
   set(slot: number, value: number): void;
   /** Zeroes the slot everywhere it is kept (a shared store: in every process's copy). */
   clear(slot: number): void;
+  /** A shared store: how many process slots it sums, and one process's value (per-worker series). */
+  readonly processes?: number;
+  getIn?(process: number, slot: number): number;
 }
 
 /** One process's store. Float64 keeps integers exact up to 2^53. */
@@ -81,7 +84,8 @@ const G_RELOADS_OK = G_NO_BACKEND + 1;
 const G_RELOADS_FAILED = G_RELOADS_OK + 1;
 const G_LAST_RELOAD_OK = G_RELOADS_FAILED + 1; // gauge 0/1
 const G_LAST_RELOAD_OK_MS = G_LAST_RELOAD_OK + 1; // gauge, epoch ms; 0 = no reload yet
-const GLOBAL_SLOTS = G_LAST_RELOAD_OK_MS + 1;
+const G_TABLE_GENERATION = G_LAST_RELOAD_OK_MS + 1; // gauge per process: the backend table it uses
+const GLOBAL_SLOTS = G_TABLE_GENERATION + 1;
 
 const R_RESPONSES = 0; // N_CLASSES
 const R_IN_FLIGHT = R_RESPONSES + N_CLASSES; // gauge, by add(+1/-1)
@@ -346,6 +350,11 @@ export class Metrics {
     this.store.add(G_NO_BACKEND, 1);
   }
 
+  /** This process now routes with backend table `generation` (shown per worker, to see a reload land). */
+  tableInUse(generation: number): void {
+    this.store.set(G_TABLE_GENERATION, generation);
+  }
+
   /** A configuration reload was attempted at nowMs (epoch ms). */
   reload(ok: boolean, nowMs: number): void {
     this.store.add(ok ? G_RELOADS_OK : G_RELOADS_FAILED, 1);
@@ -475,6 +484,30 @@ export class Metrics {
       "Time of the last successful configuration reload (Unix seconds; 0 = none yet).",
     );
     out += `lb_config_last_reload_success_timestamp_seconds ${fmt(st.get(G_LAST_RELOAD_OK_MS) / 1000)}\n`;
+
+    // Per worker (process slot 1..N of a shared store; slot 0 is the supervisor, which serves nothing).
+    const procs = st.processes ?? 0;
+    if (procs > 1 && st.getIn !== undefined) {
+      family(
+        "lb_config_generation",
+        "gauge",
+        "Generation of the latest backend table the supervisor published.",
+      );
+      out += `lb_config_generation ${fmt(st.getIn(0, G_TABLE_GENERATION))}\n`;
+      family("lb_worker_requests_total", "counter", "Client requests answered by each worker process.");
+      for (let p = 1; p < procs; p++) {
+        let v = 0;
+        for (let c = 0; c < N_CLASSES; c++) v += st.getIn(p, G_RESPONSES + c);
+        out += `lb_worker_requests_total{worker="${p}"} ${fmt(v)}\n`;
+      }
+      family(
+        "lb_worker_config_generation",
+        "gauge",
+        "Backend table generation each worker routes with (all equal once a reload has reached every worker).",
+      );
+      for (let p = 1; p < procs; p++)
+        out += `lb_worker_config_generation{worker="${p}"} ${fmt(st.getIn(p, G_TABLE_GENERATION))}\n`;
+    }
     return out;
   }
 }
