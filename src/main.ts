@@ -70,9 +70,10 @@ function installSignals(options: Options, instance: Instance): void {
   process.on("SIGTERM", () => leave("SIGTERM"));
   process.on("SIGINT", () => leave("SIGINT"));
   process.on("SIGHUP", () => {
+    const files = [options.configFile, options.wafConfig].filter((f) => f !== null);
     log.info(
       "main",
-      options.configFile ? `SIGHUP: reloading ${options.configFile}` : "SIGHUP: no -c file to reload",
+      files.length > 0 ? `SIGHUP: reloading ${files.join(", ")}` : "SIGHUP: no config file to reload",
     );
     instance.reload();
   });

@@ -247,7 +247,5 @@ export type FlagName = keyof typeof FLAGS;
  * Delete a line when its feature lands.
  */
 export const NOT_YET: Record<string, string> = {
-  "--waf-config": "WAF arrives with issue 5",
-  "--waf-shadow": "WAF arrives with issue 5",
   "--otel-endpoint": "OpenTelemetry export is not built yet",
 };

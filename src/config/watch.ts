@@ -186,6 +186,17 @@ export function watchBackendsFile(
   onInvalid: (err: Error) => void,
   opts: WatchOptions & { readonly initial?: BackendsFile } = {},
 ): FileWatch {
+  return watchConfigFile(path, parseBackendsFile, onValid, onInvalid, opts);
+}
+
+/** watchBackendsFile for any config file: `parse` validates the text (throws ConfigError). */
+export function watchConfigFile<T>(
+  path: string,
+  parse: (text: string, path: string) => T,
+  onValid: (f: T) => void,
+  onInvalid: (err: Error) => void,
+  opts: WatchOptions & { readonly initial?: T } = {},
+): FileWatch {
   let goodKey = opts.initial === undefined ? null : JSON.stringify(opts.initial);
   /** The last text read (or "\0" + error): unchanged content after another event is ignored. */
   let seen: string | null = null;
@@ -224,9 +235,9 @@ export function watchBackendsFile(
       return;
     }
     seen = text;
-    let file: BackendsFile;
+    let file: T;
     try {
-      file = parseBackendsFile(text, path);
+      file = parse(text, path);
     } catch (e) {
       lastInvalid = true;
       report(onInvalid, e instanceof Error ? e : new Error(String(e)));

@@ -79,3 +79,10 @@ export const CONFIG_DEBOUNCE_MAX_MS = 1000;
 export const CONFIG_POLL_MS = 1000;
 /** Backends named per category (added, removed, changed) in the one reload log line; the rest are counted. */
 export const RELOAD_LOG_BACKENDS_MAX = 10;
+/** Entries of the shared WAF (client, rule) table: 2^16 x 32 bytes = 2 MiB of the shared region. */
+export const WAF_TABLE_SLOTS_MAX = 1 << 16;
+/**
+ * Rate-limit rules in a WAF file. Every request walks the rules in order and each matching rule is one
+ * shared-table entry per client, so the list stays short; 64 is far beyond the spec's examples.
+ */
+export const WAF_RULES_MAX = 64;

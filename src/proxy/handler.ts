@@ -12,11 +12,14 @@ import type { FifoDeadlines } from "../upstream/deadlines.ts";
 import { Exchange, type ExchangeInput } from "../upstream/exchange.ts";
 import { errorResponse } from "./errors.ts";
 import type { Fleet } from "./fleet.ts";
+import { type Waf, type WafVerdict, wafResponse } from "./waf.ts";
+import { readChecked } from "./waf-body.ts";
 
 export interface ProxyContext {
   readonly options: Options;
   readonly fleet: Fleet;
   readonly deadlines: FifoDeadlines;
+  readonly waf: Waf;
 }
 
 const REFUSAL_TEXT: Record<number, string> = {
@@ -37,7 +40,7 @@ function refusal(status: number, reason: string): Response {
 }
 
 export function createHandler(ctx: ProxyContext) {
-  const { options, fleet, deadlines } = ctx;
+  const { options, fleet, deadlines, waf } = ctx;
   const metricsPath = options.metricsPath;
 
   return function handle(req: Request, server: Server<undefined>): Response | Promise<Response> {
@@ -54,21 +57,44 @@ export function createHandler(ctx: ProxyContext) {
       return new Response(fleet.metrics.render(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
     }
 
-    const stickyCookie = fleet.stickyCookie;
-    const pickReq = newPickRequest(stickyCookie === null ? null : cookieValue(fields.cookie, stickyCookie));
-    const picked = fleet.pick(pickReq);
-    if (picked === null) {
-      // Every backend is down: answer at once rather than wait on timeouts.
-      fleet.metrics.noBackend();
-      return errorResponse("no_backend");
-    }
-
     const te = fields["transfer-encoding"];
     const cl = fields["content-length"];
     let framing: BodyFraming = "none";
     if (te !== undefined) framing = "chunked";
     else if (cl !== undefined) framing = "length";
+    const clientIp = clientAddress(server, req);
+
+    let wafVerdict: WafVerdict | null = null;
+    if (waf.active) {
+      const declared = framing === "chunked" ? null : framing === "length" ? Number(cl) : 0;
+      const xff = fields["x-forwarded-for"];
+      const ct = fields["content-type"];
+      wafVerdict = waf.admit(
+        method,
+        target,
+        clientIp,
+        typeof xff === "string" ? xff : undefined,
+        declared,
+        typeof ct === "string" ? ct : null,
+      );
+      if (wafVerdict !== null && wafVerdict.decision === "block") {
+        waf.release(wafVerdict);
+        return wafResponse(wafVerdict);
+      }
+    }
+
+    const stickyCookie = fleet.stickyCookie;
+    const pickReq = newPickRequest(stickyCookie === null ? null : cookieValue(fields.cookie, stickyCookie));
+    const picked = fleet.pick(pickReq);
+    if (picked === null) {
+      // Every backend is down: answer at once rather than wait on timeouts.
+      if (wafVerdict !== null) waf.release(wafVerdict);
+      fleet.metrics.noBackend();
+      return errorResponse("no_backend");
+    }
+
     const clientHost = (fields.host as string | undefined) ?? "";
+    const v = wafVerdict;
     const input: ExchangeInput = {
       fleet,
       first: picked,
@@ -79,7 +105,7 @@ export function createHandler(ctx: ProxyContext) {
         {
           method,
           clientHost,
-          clientIp: clientAddress(server, req),
+          clientIp,
           proto: "http",
           framing,
           contentLength: typeof cl === "string" ? cl : "",
@@ -96,7 +122,46 @@ export function createHandler(ctx: ProxyContext) {
       deadlines,
       signal: req.signal,
       target,
+      waf: v,
+      onDone: v === null || v.connSlot < 0 ? null : () => waf.release(v),
     };
+    if (
+      v !== null &&
+      framing !== "none" &&
+      (v.jsonDepthMax > 0 || (framing === "chunked" && Number.isFinite(v.bodyBytesMax)))
+    ) {
+      // The WAF must see the body before the backend does: read it (bounded by the limit), then forward.
+      return readChecked(req, v, framing === "length" ? Number(cl) : -1).then(
+        (r) => {
+          if (r.refused !== null && waf.bodyRefused(v, r.refused, method, target)) {
+            waf.release(v);
+            return wafResponse(v);
+          }
+          waf.passed(v, method, target);
+          if (r.rest === null) {
+            input.body = r.bytes;
+            input.chunked = false;
+            input.rest = forwardedFields(
+              {
+                method,
+                clientHost,
+                clientIp,
+                proto: "http",
+                framing: "length",
+                contentLength: String(r.bytes.length),
+              },
+              fields,
+            );
+          } else input.body = r.rest; // shadow mode: a finding, but the body goes on as it arrives
+          return new Exchange(input).run();
+        },
+        () => {
+          waf.release(v);
+          return errorResponse("client_aborted");
+        },
+      );
+    }
+    if (v !== null) waf.passed(v, method, target);
     if (framing === "chunked" || (framing === "length" && cl !== "0")) {
       // Small bodies are read whole (as nginx buffers them) so head and body leave in one write and
       // the request can be replayed on another backend; larger ones stream as they arrive.

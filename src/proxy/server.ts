@@ -6,12 +6,15 @@ import type { Options } from "../config/options.ts";
 import { CLIENT_IDLE_TIMEOUT_S, REQUEST_BODY_BYTES_MAX } from "../core/limits.ts";
 import { SharedMetricsStore } from "../shm/metrics-store.ts";
 import { createRegion, type Region, removeRegion } from "../shm/region.ts";
+import { inheritWafState } from "../shm/waf.ts";
 import { Control } from "../supervisor/control.ts";
+import { WafControl } from "../supervisor/waf-control.ts";
 import { log } from "../telemetry/log.ts";
 import { FifoDeadlines } from "../upstream/deadlines.ts";
 import type { BackendPool } from "../upstream/pool.ts";
 import { Fleet } from "./fleet.ts";
 import { createHandler } from "./handler.ts";
+import { Waf } from "./waf.ts";
 
 export interface Serving {
   readonly server: Server<undefined>;
@@ -24,7 +27,8 @@ export interface Serving {
 export function serve(options: Options, region: Region, slot: number, slotsInUse: number): Serving {
   const fleet = new Fleet(options, region, new SharedMetricsStore(region, slot, slotsInUse));
   const deadlines = new FifoDeadlines(options.upstreamTimeoutMs);
-  const handle = createHandler({ options, fleet, deadlines });
+  const waf = new Waf(region, slot, slotsInUse, fleet.metrics, options.wafShadow);
+  const handle = createHandler({ options, fleet, deadlines, waf });
   const server = Bun.serve({
     hostname: options.host,
     port: options.port,
@@ -80,16 +84,23 @@ const SP_SLOTS = 2;
 export function startProxy(options: Options, start: StartOptions = {}): Running {
   const region = createRegion(options.port);
   let control: Control;
+  let waf: WafControl | null = null;
   let serving: Serving;
   try {
     control = new Control(options, region, { ...start, slotsInUse: SP_SLOTS });
-    if (start.inherit) control.inherit(start.inherit);
+    if (options.wafConfig !== null)
+      waf = new WafControl(options.wafConfig, region, control.metrics, options.wafShadow);
+    if (start.inherit) {
+      control.inherit(start.inherit);
+      inheritWafState(region, start.inherit);
+    }
     serving = serve(options, region, 1, SP_SLOTS);
   } catch (err) {
     removeRegion(region);
     throw err;
   }
   control.run();
+  waf?.run();
   let stopping: Promise<void> | null = null;
   return {
     server: serving.server,
@@ -101,10 +112,12 @@ export function startProxy(options: Options, start: StartOptions = {}): Running 
     },
     reload() {
       control.reload();
+      waf?.reload();
     },
     stop() {
       stopping ??= (async () => {
         control.close();
+        waf?.close();
         await serving.stop();
         removeRegion(region);
       })();

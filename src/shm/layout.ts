@@ -13,13 +13,21 @@
 //  ROWS_OFFSET               ROWS_MAX backend rows: health word         any process (CAS)
 //  WORKERS_OFFSET            PROC_SLOTS_MAX process slots: pid, state    each process its own
 //  METRICS_OFFSET            PROC_SLOTS_MAX x METRICS_SLOTS float64     each process its own slot
-//  WAF_OFFSET                WAF_BYTES reserved for the WAF tables      (issue 5)
+//  WAF_OFFSET                WAF config text + tables (WH_*, below)     supervisor (text), any (tables)
 //
 // A backend has two identities: its index in the current table (what strategies pick, changes on
 // reload) and its row (stable per host:port for as long as it is configured, chosen by the supervisor).
 // Everything that must survive a reload (health, metrics, in-flight counts) is keyed by row.
-import { BACKENDS_MAX, HOST_LEN_MAX, METRICS_BACKEND_ROWS_MAX, WORKERS_MAX } from "../core/limits.ts";
+import {
+  BACKENDS_MAX,
+  CONFIG_BYTES_MAX,
+  HOST_LEN_MAX,
+  METRICS_BACKEND_ROWS_MAX,
+  WAF_TABLE_SLOTS_MAX,
+  WORKERS_MAX,
+} from "../core/limits.ts";
 import { RETRY_BUDGET_WORDS } from "../core/retry.ts";
+import { SLOT_WORDS } from "../core/waf/table.ts";
 import { METRICS_SLOTS } from "../telemetry/metrics.ts";
 
 /** "ZZLB" little-endian: a file that does not start with it is not ours. */
@@ -32,8 +40,23 @@ export const PROC_SLOTS_MAX = WORKERS_MAX + 1;
 export const SUPERVISOR_SLOT = 0;
 /** Backend rows: METRICS_BACKEND_ROWS_MAX, so a removed backend keeps its row while new ones are added. */
 export const ROWS_MAX = METRICS_BACKEND_ROWS_MAX;
-/** Bytes reserved for the WAF's tables (rate-limit buckets, burst counters, connection counts). */
-export const WAF_BYTES = 4 * 1024 * 1024;
+// --- WAF area (from WAF_OFFSET): a header, the validated waf.json text double-buffered (workers
+// parse what the supervisor published), the (client, rule) table for rate-limit buckets and burst
+// counters, and the per-(client, process) in-flight table for the connection cap.
+export const WH_SEED = 0; // random per region: table hashes are not predictable from outside
+export const WH_GENERATION = 1; // bumped after each publish of the config text (0 = no WAF)
+export const WH_ACTIVE = 2; // text half in use (0 or 1)
+export const WH_LEN = 3; // WH_LEN + half: byte length of each text half
+export const WAF_HEADER_BYTES = 256;
+export const WAF_TEXT_OFFSET = WAF_HEADER_BYTES;
+export const WAF_TEXT_BYTES = CONFIG_BYTES_MAX;
+export const WAF_TABLE_OFFSET = align(WAF_TEXT_OFFSET + 2 * WAF_TEXT_BYTES, 4096);
+export const WAF_TABLE_BYTES = WAF_TABLE_SLOTS_MAX * SLOT_WORDS * 4;
+/** Client x process entries for in-flight counts (the connection cap). */
+export const WAF_CONN_SLOTS = 1 << 14;
+export const WAF_CONN_OFFSET = WAF_TABLE_OFFSET + WAF_TABLE_BYTES;
+export const WAF_CONN_BYTES = WAF_CONN_SLOTS * SLOT_WORDS * 4;
+export const WAF_BYTES = align(WAF_CONN_OFFSET + WAF_CONN_BYTES, 4096);
 
 // --- Header: Int32 word indexes. H_MAGIC..H_UPGRADE_READY_PID keep these places in every layout
 // version: an upgrade to a build with another layout still finds the old instance's ready word.

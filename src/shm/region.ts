@@ -17,6 +17,7 @@ import {
   MAGIC,
   REGION_BYTES,
 } from "./layout.ts";
+import { initWafSeed } from "./waf.ts";
 
 export class RegionError extends Error {
   override readonly name = "RegionError";
@@ -92,6 +93,7 @@ export function createRegion(port: number, dir = regionDir()): Region {
   Atomics.store(r.words, H_VERSION, LAYOUT_VERSION);
   Atomics.store(r.words, H_SIZE_BYTES, REGION_BYTES);
   Atomics.store(r.words, H_OWNER_PID, process.pid);
+  initWafSeed(r);
   Atomics.store(r.words, H_MAGIC, MAGIC); // last: a reader that sees the magic sees the rest
   return r;
 }

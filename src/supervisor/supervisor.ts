@@ -3,10 +3,12 @@
 import type { Subprocess } from "bun";
 import type { Options } from "../config/options.ts";
 import { createRegion, type Region, removeRegion, removeStaleRegions } from "../shm/region.ts";
+import { inheritWafState } from "../shm/waf.ts";
 import { log } from "../telemetry/log.ts";
 import { Control } from "./control.ts";
 import { ARGS, ENV_PORT, ENV_REGION, ENV_ROLE, ENV_SLOT, ENV_SLOTS, ENV_UPGRADE_FROM, SELF } from "./self.ts";
 import { predecessorRegion } from "./upgrade.ts";
+import { WafControl } from "./waf-control.ts";
 import type { WorkerMessage } from "./worker.ts";
 
 /** First respawn delay after a worker dies; doubles per quick death up to RESPAWN_BACKOFF_MAX_MS. */
@@ -55,15 +57,22 @@ export async function startSupervisor(
     log.info("supervisor", `removed a stale region of a crashed run: ${p}`);
   const region = createRegion(port);
   let control: Control;
+  let waf: WafControl | null = null;
   try {
     control = new Control(options, region, { flagsGiven, slotsInUse: workers + 1 });
+    if (options.wafConfig !== null)
+      waf = new WafControl(options.wafConfig, region, control.metrics, options.wafShadow);
   } catch (err) {
     removeRegion(region);
     throw err;
   }
   const old = predecessorRegion();
-  if (old !== null) control.inherit(old);
+  if (old !== null) {
+    control.inherit(old);
+    inheritWafState(region, old);
+  }
   control.run();
+  waf?.run();
 
   const slots: Slot[] = Array.from({ length: workers }, (_, i) => ({
     index: i + 1,
@@ -165,6 +174,7 @@ export async function startSupervisor(
     draining = true;
     killAll("SIGKILL");
     control.close();
+    waf?.close();
     removeRegion(region);
     throw err;
   }
@@ -178,11 +188,15 @@ export async function startSupervisor(
     port,
     workers,
     pids: () => slots.flatMap((s) => (s.proc ? [s.proc.pid] : [])),
-    reload: () => control.reload(),
+    reload: () => {
+      control.reload();
+      waf?.reload();
+    },
     drain() {
       drainPromise ??= (async () => {
         draining = true;
         control.close();
+        waf?.close();
         const live = slots.flatMap((s) => (s.proc ? [s.proc] : []));
         killAll("SIGTERM");
         const kill = setTimeout(() => killAll("SIGKILL"), options.drainTimeoutMs + DRAIN_KILL_MARGIN_MS);

@@ -9,7 +9,7 @@
 // Backend rows are keyed by "host:port" and stable across reloads: requestStarted(i) returns the row, and
 // the request reports its end against that row, so a reload that reorders or removes backends while the
 // request is in flight cannot move its in-flight count onto another backend.
-import { BACKENDS_MAX, METRICS_BACKEND_ROWS_MAX } from "../core/limits.ts";
+import { BACKENDS_MAX, METRICS_BACKEND_ROWS_MAX, WAF_RULES_MAX } from "../core/limits.ts";
 
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -34,6 +34,18 @@ export type FailureReason = (typeof FAILURE_REASONS)[number];
 /** before_send: the request never reached the backend; idempotent: it may have, but the method is safe. */
 export const RETRY_REASONS = ["before_send", "idempotent"] as const;
 export type RetryReason = (typeof RETRY_REASONS)[number];
+
+/** Why the WAF refused (or, in shadow mode or for action "log", would have refused) a request. */
+export const WAF_REASONS = [
+  "rate_limit",
+  "burst",
+  "uri_too_long",
+  "body_too_large",
+  "json_too_deep",
+  "conn_limit",
+  "table_full",
+] as const;
+export type WafReason = (typeof WAF_REASONS)[number];
 
 /** A backend's row in the table; stays valid across reloads (unlike its index in the backend list). */
 export type MetricsRow = number & { readonly __metricsRow: true };
@@ -85,7 +97,12 @@ const G_RELOADS_FAILED = G_RELOADS_OK + 1;
 const G_LAST_RELOAD_OK = G_RELOADS_FAILED + 1; // gauge 0/1
 const G_LAST_RELOAD_OK_MS = G_LAST_RELOAD_OK + 1; // gauge, epoch ms; 0 = no reload yet
 const G_TABLE_GENERATION = G_LAST_RELOAD_OK_MS + 1; // gauge per process: the backend table it uses
-const GLOBAL_SLOTS = G_TABLE_GENERATION + 1;
+const N_WAF_REASONS = WAF_REASONS.length;
+const G_WAF_ALLOWED = G_TABLE_GENERATION + 1;
+const G_WAF_BLOCKED = G_WAF_ALLOWED + 1; // N_WAF_REASONS
+const G_WAF_LOGGED = G_WAF_BLOCKED + N_WAF_REASONS; // N_WAF_REASONS
+const G_WAF_RULES = G_WAF_LOGGED + N_WAF_REASONS; // WAF_RULES_MAX x [blocked, logged]
+const GLOBAL_SLOTS = G_WAF_RULES + 2 * WAF_RULES_MAX;
 
 const R_RESPONSES = 0; // N_CLASSES
 const R_IN_FLIGHT = R_RESPONSES + N_CLASSES; // gauge, by add(+1/-1)
@@ -350,6 +367,45 @@ export class Metrics {
     this.store.add(G_NO_BACKEND, 1);
   }
 
+  /** Rule names of the WAF config in use, by index (labels of lb_waf_rule_decisions_total); [] = no WAF. */
+  wafRules: readonly string[] = [];
+
+  /** A request passed the WAF with nothing to report. */
+  wafAllowed(): void {
+    this.store.add(G_WAF_ALLOWED, 1);
+  }
+
+  /**
+   * A WAF finding: `blocked` = the request was refused; otherwise it was let through and logged
+   * (shadow mode, or a rule with action "log"). `rule` = rate-limit rule index, or -1.
+   */
+  wafFinding(reason: WafReason, blocked: boolean, rule: number): void {
+    this.store.add((blocked ? G_WAF_BLOCKED : G_WAF_LOGGED) + WAF_REASONS.indexOf(reason), 1);
+    if (rule >= 0 && rule < WAF_RULES_MAX) this.store.add(G_WAF_RULES + 2 * rule + (blocked ? 0 : 1), 1);
+  }
+
+  /** Clears rule `index`'s counters everywhere (a reload gave the index to another rule). */
+  wafClearRule(index: number): void {
+    this.store.clear(G_WAF_RULES + 2 * index);
+    this.store.clear(G_WAF_RULES + 2 * index + 1);
+  }
+
+  /** Fleet-wide WAF totals for the stats line. */
+  wafTotals(): { allowed: number; blocked: number; logged: number; byReason: Record<WafReason, number> } {
+    const st = this.store;
+    const byReason = {} as Record<WafReason, number>;
+    let blocked = 0;
+    let logged = 0;
+    for (let k = 0; k < N_WAF_REASONS; k++) {
+      const b = st.get(G_WAF_BLOCKED + k);
+      const l = st.get(G_WAF_LOGGED + k);
+      blocked += b;
+      logged += l;
+      byReason[WAF_REASONS[k]!] = b + l;
+    }
+    return { allowed: st.get(G_WAF_ALLOWED), blocked, logged, byReason };
+  }
+
   /** This process now routes with backend table `generation` (shown per worker, to see a reload land). */
   tableInUse(generation: number): void {
     this.store.set(G_TABLE_GENERATION, generation);
@@ -484,6 +540,31 @@ export class Metrics {
       "Time of the last successful configuration reload (Unix seconds; 0 = none yet).",
     );
     out += `lb_config_last_reload_success_timestamp_seconds ${fmt(st.get(G_LAST_RELOAD_OK_MS) / 1000)}\n`;
+
+    if (this.wafRules.length > 0 || st.get(G_WAF_ALLOWED) > 0) {
+      family("lb_waf_decisions_total", "counter", "WAF decisions, by action and reason.");
+      out += `lb_waf_decisions_total{action="allowed",reason="none"} ${fmt(st.get(G_WAF_ALLOWED))}\n`;
+      for (const [action, base] of [
+        ["blocked", G_WAF_BLOCKED],
+        ["logged", G_WAF_LOGGED],
+      ] as const) {
+        for (let k = 0; k < N_WAF_REASONS; k++) {
+          out += `lb_waf_decisions_total{action="${action}",reason="${WAF_REASONS[k]}"} ${fmt(st.get(base + k))}\n`;
+        }
+      }
+      if (this.wafRules.length > 0) {
+        family(
+          "lb_waf_rule_decisions_total",
+          "counter",
+          "Requests over a rate-limit rule, by rule and action.",
+        );
+        for (let i = 0; i < this.wafRules.length; i++) {
+          const rule = `rule="${escapeLabelValue(this.wafRules[i]!)}"`;
+          out += `lb_waf_rule_decisions_total{${rule},action="blocked"} ${fmt(st.get(G_WAF_RULES + 2 * i))}\n`;
+          out += `lb_waf_rule_decisions_total{${rule},action="logged"} ${fmt(st.get(G_WAF_RULES + 2 * i + 1))}\n`;
+        }
+      }
+    }
 
     // Per worker (process slot 1..N of a shared store; slot 0 is the supervisor, which serves nothing).
     const procs = st.processes ?? 0;

@@ -9,6 +9,7 @@ import { RESPONSE_CHUNKS_QUEUED_MAX, WHOLE_BODY_AS_BYTES_MAX } from "../core/lim
 import { decideRetry, isIdempotentMethod } from "../core/retry.ts";
 import { errorResponse, ProxyError } from "../proxy/errors.ts";
 import type { Backend, Fleet } from "../proxy/fleet.ts";
+import type { WafVerdict } from "../proxy/waf.ts";
 import { log } from "../telemetry/log.ts";
 import type { MetricsRow } from "../telemetry/metrics.ts";
 import { concat } from "./bytes.ts";
@@ -48,6 +49,10 @@ export interface ExchangeInput {
   signal: AbortSignal;
   /** For log lines. */
   target: string;
+  /** The WAF's verdict (request context for tracing), or null when no WAF runs. */
+  waf: WafVerdict | null;
+  /** Called once when the exchange ends, however it ends (the WAF's connection-cap count). */
+  onDone: (() => void) | null;
 }
 
 /** Failures that happen while connecting: no byte of the request can have reached the backend. */
@@ -380,6 +385,11 @@ export class Exchange implements ExchangeSink, DeadlineNode {
   private cleanup(): void {
     this.input.deadlines.remove(this);
     this.input.signal.removeEventListener("abort", this);
+    const done = this.input.onDone;
+    if (done !== null) {
+      this.input.onDone = null;
+      done();
+    }
   }
 }
 
