@@ -390,6 +390,8 @@ interface Env {
 
 interface Target {
   name: string;
+  /** Run without --targets (the rest only when named). */
+  byDefault?: boolean;
   /** Whether the CPU/RSS of its process tree is the thing under test (false for the backend itself). */
   isProxy: boolean;
   /** Why it can't run here, or null. */
@@ -430,6 +432,10 @@ const TARGETS: Target[] = [
   },
   zzzTarget("zzz-sp", ZZZ_SP_COMMAND),
   nginxProxyTarget(REFERENCE_TARGET, NGINX_PROXY_WORKERS),
+  // Named with --targets: mp with 2 workers next to nginx with 2 workers; sp with the spec's waf.json.
+  { ...zzzTarget("zzz-mp2", [BUN, "src/main.ts", "--mode", "mp", "-w", "2"]), byDefault: false },
+  { ...nginxProxyTarget("nginx-proxy-2w", 2), byDefault: false },
+  { ...zzzTarget("zzz-sp-waf", [...ZZZ_SP_COMMAND, "--waf-config", "examples/waf.json"]), byDefault: false },
 ];
 // Before/after comparisons: ZZZ_BASELINE=/path/to/another/checkout adds it as target "zzz-base".
 const BASELINE = process.env.ZZZ_BASELINE;
@@ -739,8 +745,12 @@ const USAGE = `usage: bun scripts/bench.ts [--runs N] [--duration 5s] [--warmup 
 scenarios: ${SCENARIOS.map((s) => s.name).join(", ")}
 targets:   ${TARGETS.map((t) => t.name).join(", ")}`;
 
-function pick<T extends { name: string }>(all: T[], list: string | undefined, what: string): T[] {
-  if (!list) return all;
+function pick<T extends { name: string; byDefault?: boolean }>(
+  all: T[],
+  list: string | undefined,
+  what: string,
+): T[] {
+  if (!list) return all.filter((x) => x.byDefault !== false);
   return list.split(",").map((name) => {
     const found = all.find((x) => x.name === name.trim());
     if (!found) throw new UsageError(`unknown ${what} ${JSON.stringify(name)}`);

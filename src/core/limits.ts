@@ -48,6 +48,12 @@ export const WHOLE_BODY_AS_BYTES_MAX = 8 * 1024;
 export const RESPONSE_CHUNKS_QUEUED_MAX = 8;
 /** Bun.serve idle timeout for client connections, seconds (Bun's max is 255). */
 export const CLIENT_IDLE_TIMEOUT_S = 75;
+/**
+ * At the start of a drain, how long the listener stays open while every response says Connection:
+ * close: clients in the middle of a keep-alive exchange move to a new connection instead of having it
+ * closed under their next request. Part of (not added to) --drain-timeout-ms.
+ */
+export const DRAIN_CLOSE_GRACE_MS = 1_000;
 /** How long a listening server waits for in-flight requests on shutdown (flag --drain-timeout-ms). */
 export const DRAIN_TIMEOUT_MS_DEFAULT = 30_000;
 /** Request bodies up to this size are read whole before forwarding (one write; replayable on retry). */

@@ -3,7 +3,7 @@
 // so both modes share one code path.
 import type { Server } from "bun";
 import type { Options } from "../config/options.ts";
-import { CLIENT_IDLE_TIMEOUT_S, REQUEST_BODY_BYTES_MAX } from "../core/limits.ts";
+import { CLIENT_IDLE_TIMEOUT_S, DRAIN_CLOSE_GRACE_MS, REQUEST_BODY_BYTES_MAX } from "../core/limits.ts";
 import { SharedMetricsStore } from "../shm/metrics-store.ts";
 import { createRegion, type Region, removeRegion } from "../shm/region.ts";
 import { inheritWafState } from "../shm/waf.ts";
@@ -29,13 +29,20 @@ export function serve(options: Options, region: Region, slot: number, slotsInUse
   const deadlines = new FifoDeadlines(options.upstreamTimeoutMs);
   const waf = new Waf(region, slot, slotsInUse, fleet.metrics, options.wafShadow);
   const handle = createHandler({ options, fleet, deadlines, waf });
+  let draining = false;
   const server = Bun.serve({
     hostname: options.host,
     port: options.port,
     reusePort: true,
     idleTimeout: CLIENT_IDLE_TIMEOUT_S,
     maxRequestBodySize: REQUEST_BODY_BYTES_MAX,
-    fetch: handle,
+    fetch(req, srv) {
+      const res = handle(req, srv);
+      if (!draining) return res;
+      // Draining: every answer closes its connection, so a keep-alive client moves to a new
+      // connection (another worker, or the new instance) instead of racing our close.
+      return Promise.resolve(res).then(closing);
+    },
     error(err) {
       // Reached only by a bug in our handler: answer 500 and keep serving.
       log.err("proxy", `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -48,6 +55,11 @@ export function serve(options: Options, region: Region, slot: number, slotsInUse
     fleet,
     stop() {
       stopping ??= (async () => {
+        draining = true;
+        // Keep accepting for a moment: connections already queued on our listener are answered (with
+        // Connection: close) instead of being reset when it closes, and busy keep-alive clients get
+        // their Connection: close. Idle ones are closed by stop(false) below.
+        await Bun.sleep(Math.min(DRAIN_CLOSE_GRACE_MS, options.drainTimeoutMs));
         const drain = server.stop(false);
         const timer = setTimeout(() => server.stop(true), options.drainTimeoutMs);
         await drain;
@@ -57,6 +69,12 @@ export function serve(options: Options, region: Region, slot: number, slotsInUse
       return stopping;
     },
   };
+}
+
+/** Answers with Connection: close (Bun then closes the connection after the response). */
+function closing(res: Response): Response {
+  res.headers.set("connection", "close");
+  return res;
 }
 
 export interface Running extends Serving {
