@@ -18,8 +18,6 @@ const backends = DEMO_PORTS.map((port, i) => startOn(String(i + 1), port));
 const extra = process.argv.slice(2);
 const hasPort = extra.some((a) => a === "-p" || a === "--port" || a.startsWith("--port="));
 const lbArgs = [
-  "--mode",
-  "sp",
   ...(hasPort ? [] : ["-p", String(LB_PORT)]),
   ...backends.flatMap((b) => ["-b", `127.0.0.1:${b.port}`]),
   ...extra,

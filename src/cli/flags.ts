@@ -76,8 +76,8 @@ export const FLAGS = {
     type: "string",
     alias: "m",
     valueHint: "MODE",
-    default: "sp",
-    description: "Multi-process or single-process",
+    default: process.platform === "linux" ? "mp" : "sp",
+    description: "Multi-process (default on Linux) or single-process (sidecars, macOS)",
     choices: ["mp", "sp"],
     group: "Server",
   },
@@ -212,7 +212,7 @@ export const FLAGS = {
   "waf-config": {
     type: "string",
     valueHint: "FILE",
-    description: "WAF configuration JSON file",
+    description: "WAF rules (waf.json), hot-reloaded like -c",
     group: "WAF",
   },
   "waf-shadow": {
