@@ -32,6 +32,7 @@ const CONN_HOLD_SEC = 86_400;
 /** State words of a connection-cap entry. */
 const CONN_COUNT = 0;
 const CONN_OWNER = 1;
+const NO_XFF: readonly string[] = Object.freeze([]);
 
 export type WafDecision = "allow" | "block" | "log_only";
 
@@ -175,17 +176,14 @@ export class Waf {
     const v = freshVerdict();
     const cfg = c.config;
     const ip = this.ip;
-    if (
-      !resolveClientInto(
-        peer,
-        xff === undefined || cfg.trustedProxies.length === 0 ? [] : [xff],
-        cfg.trustedProxies,
-        ip,
-      )
-    ) {
-      v.clientIp = peer; // not an IP (unix socket): limits keyed by nothing; only request limits apply
-    } else v.clientIp = formatIp(ip);
-    const keyed = v.clientIp !== peer || ip[0] !== 0 || ip[1] !== 0 || ip[2] !== 0 || ip[3] !== 0;
+    // An address we can key on; a peer that is not an IP (a unix socket) gets request limits only.
+    const keyed = resolveClientInto(
+      peer,
+      xff === undefined || cfg.trustedProxies.length === 0 ? NO_XFF : [xff],
+      cfg.trustedProxies,
+      ip,
+    );
+    v.clientIp = keyed ? formatIp(ip) : peer;
     const now = Date.now();
 
     // 1. Connection cap (concurrent requests per client; see README "Slow clients").
