@@ -54,6 +54,7 @@ export function createHandler(ctx: ProxyContext) {
     }
     const target = originForm(url);
     if (metricsPath !== "" && isPath(target, metricsPath) && (method === "GET" || method === "HEAD")) {
+      waf.active; // adopt a newly published WAF config first: its rule names label the WAF series
       return new Response(fleet.metrics.render(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
     }
 

@@ -221,8 +221,9 @@ export class Waf {
         hashKey(ip, c.ruleSalts[i]!, this.seed, this.key);
         const d = take(c.table, this.key[0]!, this.key[1]!, now, c.rules[i]!, failOpen, this.gcra);
         if (d.tableFull) {
-          this.tableFullSeen(v, failOpen);
-          if (!failOpen && this.finding(c, v, "table_full", i, 429, 1, method, target)) return v;
+          if (!failOpen) {
+            if (this.finding(c, v, "table_full", i, 429, 1, method, target)) return v;
+          } else this.letThroughUntracked(v, i);
           continue;
         }
         if (!d.allowed) {
@@ -240,7 +241,7 @@ export class Waf {
       if (c.burst !== null) {
         hashKey(ip, BURST_KEY_RULE, this.seed, this.key);
         const b = burstAdmit(c.table, this.key[0]!, this.key[1]!, now, c.burst, failOpen, this.burstOut);
-        if (b.tableFull) this.tableFullSeen(v, failOpen);
+        if (b.tableFull && failOpen) this.letThroughUntracked(v, -1);
         if (b.blocked) {
           const windowMs = c.burst.windowMs;
           const retryS = Math.max(1, Math.ceil((windowMs - (now % windowMs)) / 1000));
@@ -260,8 +261,20 @@ export class Waf {
       log.info("waf", `allowed client=${v.clientIp} ${method} ${target}`);
   }
 
-  private tableFullSeen(_v: WafVerdict, failOpen: boolean): void {
-    if (failOpen) log.debug("waf", "shared table full: request let through (table_full: fail_open)");
+  /**
+   * fail_open and no table slot for this client: the request goes on untracked. Counted once per
+   * request as a logged table_full finding (so an overflowing table shows in metrics and the stats
+   * line); logged at debug only, since under an address-spraying attack it is every request.
+   */
+  private letThroughUntracked(v: WafVerdict, rule: number): void {
+    if (v.reason === "table_full") return;
+    if (v.reason === null) {
+      v.reason = "table_full";
+      v.rule = rule >= 0 ? (this.c?.config.rateLimits[rule]?.name ?? null) : null;
+    }
+    if (v.decision === "allow") v.decision = "log_only";
+    this.metrics.wafFinding("table_full", false, rule);
+    log.debug("waf", `shared table full: client=${v.clientIp} let through untracked (table_full: fail_open)`);
   }
 
   /**
@@ -341,7 +354,7 @@ export class Waf {
     v.connSlot = -1;
     const t = this.conns;
     const n = t.load(s, CONN_COUNT) - 1;
-    t.store(s, CONN_COUNT, n > 0 ? n : 0);
+    t.store(s, CONN_COUNT, Math.max(n, 0));
     if (n <= 0) t.setFreeAt(s, secondsOf(Date.now()));
   }
 }
