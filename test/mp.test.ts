@@ -525,6 +525,57 @@ describe("mp: workers", () => {
     LONG_TEST_MS,
   );
 
+  test(
+    "a worker that keeps dying at start is reported and retried with growing delays, not spun",
+    async () => {
+      const be = namedBackend("a");
+      const lb = await startLb(["-b", be.spec, "-w", "1"]);
+      const [worker] = childrenOf(lb.pid);
+      // Without its region a new worker cannot start: every respawn fails the same way.
+      const region = readdirSync(regionDir()).find((n) => n.startsWith(`zzz-lb-${lb.port}-${lb.pid}-`));
+      expect(region).toBeDefined();
+      rmSync(join(regionDir(), region!));
+      process.kill(worker!, "SIGKILL");
+      await waitFor(
+        "the repeated-failure report",
+        () => /err\(supervisor\): worker 1 keeps dying at start \(3 times in a row/.test(lb.stderr()),
+        5_000,
+      );
+      const delays = [...lb.stderr().matchAll(/respawning in (\d+) ms/g)].map((m) => Number(m[1]));
+      expect(delays).toEqual([100, 200]);
+      expect(lb.stderr()).toMatch(
+        /keeps dying at start \(3 times in a row, last: exit code 1\); next try in 400 ms/,
+      );
+      expect(lb.stderr()).toContain("err(worker): worker 1 (pid ");
+      expect(lb.stderr()).toContain("cannot start: ");
+      expect(isAlive(lb.pid)).toBe(true);
+    },
+    LONG_TEST_MS,
+  );
+
+  test("kill -9 of a worker with requests in flight leaves no WAF in-flight counts behind", async () => {
+    const be = namedBackend("a", SLOW_REQUEST_MS);
+    const dir = mkdtempSync(join(tmpdir(), "zzz-mp-waf-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const waf = join(dir, "waf.json");
+    writeFileSync(waf, JSON.stringify({ slowloris: { max_conns_per_ip: 2 } }));
+    const lb = await startLb(["-b", be.spec, "-w", "1", "--waf-config", waf]);
+    const [worker] = childrenOf(lb.pid);
+    // Two slow requests hold this client's 2 places; then their worker dies under them.
+    const held = [httpOnce(lb.port, "/slow/1"), httpOnce(lb.port, "/slow/2")];
+    await waitFor("both slow requests at the backend", () => be.served().length === 2);
+    process.kill(worker!, "SIGKILL");
+    expect((await Promise.all(held)).map((o) => o.ok)).toEqual([false, false]);
+    // -w 1: nobody listens until the replacement serves.
+    await waitFor("the replacement worker to serve", async () => (await httpOnce(lb.port, "/metrics")).ok);
+    // The dead worker's 2 places are free again: 2 new slow requests pass, a 3rd is over the cap.
+    const again = [httpOnce(lb.port, "/slow/3"), httpOnce(lb.port, "/slow/4")];
+    await waitFor("both new slow requests at the backend", () => be.served().length === 4);
+    const third = await httpOnce(lb.port, "/slow/5");
+    expect(third.status).toBe(429);
+    expect((await Promise.all(again)).map((o) => o.status)).toEqual([200, 200]);
+  });
+
   test("kill -9 of the supervisor: every worker exits within 1 s", async () => {
     const be = namedBackend("a");
     const lb = await startLb(["-b", be.spec, "-w", "2"]);

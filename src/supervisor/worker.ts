@@ -2,7 +2,7 @@
 // on SIGTERM, and exits when the IPC channel goes away (the supervisor died, even by kill -9: a
 // spawned child is not killed with its parent, so this is what prevents orphans).
 import type { Options } from "../config/options.ts";
-import { serve } from "../proxy/server.ts";
+import { type Serving, serve } from "../proxy/server.ts";
 import { openRegion } from "../shm/region.ts";
 import { log } from "../telemetry/log.ts";
 import { ENV_PORT, ENV_REGION, ENV_SLOT, ENV_SLOTS } from "./self.ts";
@@ -19,10 +19,16 @@ export interface WorkerMessage {
 export function runWorker(options: Options): void {
   const slot = Number(process.env[ENV_SLOT]);
   const slots = Number(process.env[ENV_SLOTS]);
-  const region = openRegion(process.env[ENV_REGION] ?? "");
   const port = Number(process.env[ENV_PORT] ?? options.port);
-  const serving = serve({ ...options, port }, region, slot, slots);
   const name = `worker ${slot} (pid ${process.pid})`;
+  let serving: Serving;
+  try {
+    serving = serve({ ...options, port }, openRegion(process.env[ENV_REGION] ?? ""), slot, slots);
+  } catch (err) {
+    // One line for the supervisor's log; it respawns us with backoff and reports repeated failures.
+    log.err("worker", `${name} cannot start: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  }
 
   let stopping = false;
   const stop = (why: string, capMs: number) => {
