@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { errorResponse, RETRY_AFTER_S_NO_BACKEND } from "../src/proxy/errors.ts";
 import {
+  backend,
   closedPort,
   logLines,
   proxy,
@@ -303,5 +304,33 @@ describe("client goes away", () => {
     const res = await fetch(p.url + "/after");
     expect(res.status).toBe(200);
     expect(await res.text()).toBe("ok");
+  });
+});
+
+describe("slow clients", () => {
+  test("a request body that does not arrive within --body-timeout-ms -> 408, connection closed, backend sees nothing", async () => {
+    const b = startRaw(() => {});
+    const p = startProxy([`127.0.0.1:${b.port}`], ["--body-timeout-ms", "300"]);
+    const t0 = performance.now();
+    // 10 of the 100 declared bytes, then nothing (a slow-body attack sends the rest bit by bit).
+    const r = await rawSession(
+      p.port,
+      "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789",
+      5_000,
+    );
+    const tookMs = performance.now() - t0;
+    expect(statusOf(r.text)).toBe(408);
+    expect(r.closed).toBe(true);
+    expect(tookMs).toBeGreaterThanOrEqual(300);
+    expect(b.conns).toHaveLength(0);
+  });
+
+  test("a complete body within the deadline is forwarded", async () => {
+    const b = backend(async (req) => new Response(String((await req.arrayBuffer()).byteLength)));
+    cleanups.push(b.stop);
+    const p = startProxy([`127.0.0.1:${b.port}`], ["--body-timeout-ms", "300"]);
+    const r = await fetch(p.url + "/upload", { method: "POST", body: "x".repeat(100) });
+    expect(r.status).toBe(200);
+    expect(await r.text()).toBe("100");
   });
 });

@@ -7,7 +7,11 @@
 // compiled binary.
 import type { BooleanArgDef, StringArgDef } from "citty";
 import pkg from "../../package.json" with { type: "json" };
-import { DRAIN_TIMEOUT_MS_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT } from "../core/limits.ts";
+import {
+  BODY_TIMEOUT_MS_DEFAULT,
+  DRAIN_TIMEOUT_MS_DEFAULT,
+  UPSTREAM_TIMEOUT_MS_DEFAULT,
+} from "../core/limits.ts";
 
 /** Bundled from package.json at build time, so the compiled binary needs no file next to it. */
 export const VERSION: string = pkg.version;
@@ -103,6 +107,13 @@ export const FLAGS = {
     description:
       "Host header sent to backends; auto = the client's to plain-HTTP backends, the backend's name to TLS ones",
     choices: ["auto", "preserve", "backend"],
+    group: "Server",
+  },
+  "body-timeout-ms": {
+    type: "string",
+    valueHint: "N",
+    default: String(BODY_TIMEOUT_MS_DEFAULT),
+    description: `Receive a buffered request body (<= 64 KiB, or checked by the WAF) within this, else 408, 1-${DURATION_MS_MAX}`,
     group: "Server",
   },
   "drain-timeout-ms": {

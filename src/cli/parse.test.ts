@@ -4,7 +4,12 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import type { BackendSpec, Options } from "../config/options.ts";
-import { BACKENDS_MAX, DRAIN_TIMEOUT_MS_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT } from "../core/limits.ts";
+import {
+  BACKENDS_MAX,
+  BODY_TIMEOUT_MS_DEFAULT,
+  DRAIN_TIMEOUT_MS_DEFAULT,
+  UPSTREAM_TIMEOUT_MS_DEFAULT,
+} from "../core/limits.ts";
 import { FLAGS } from "./flags.ts";
 import { CliError, NOT_YET, notYetUsed, parseArgs, VERSION } from "./parse.ts";
 
@@ -66,6 +71,7 @@ describe("defaults", () => {
       cookieName: "ZZZ_BACKEND_ID",
       metricsPath: "/metrics",
       drainTimeoutMs: DRAIN_TIMEOUT_MS_DEFAULT,
+      bodyTimeoutMs: BODY_TIMEOUT_MS_DEFAULT,
       wafConfig: null,
       wafShadow: false,
       otelEndpoint: null,

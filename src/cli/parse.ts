@@ -2,7 +2,12 @@
 // strict about unknown flags, missing values, positionals and repeats, and never reads a flag as a
 // value.
 import type { BackendSpec, HostHeaderPolicy, Mode, Options, Strategy } from "../config/options.ts";
-import { BACKENDS_MAX, DRAIN_TIMEOUT_MS_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT } from "../core/limits.ts";
+import {
+  BACKENDS_MAX,
+  BODY_TIMEOUT_MS_DEFAULT,
+  DRAIN_TIMEOUT_MS_DEFAULT,
+  UPSTREAM_TIMEOUT_MS_DEFAULT,
+} from "../core/limits.ts";
 import type { Level } from "../telemetry/log.ts";
 import { CliError, quote } from "./error.ts";
 import {
@@ -113,6 +118,9 @@ const APPLY: { [K in Exclude<FlagName, "help" | "version">]: (d: Draft, f: strin
   "host-header": (d, f, raw) => {
     d.hostHeader = v.choice(f, raw, HOST_HEADERS);
   },
+  "body-timeout-ms": (d, f, raw) => {
+    d.bodyTimeoutMs = ms(f, raw, 1, DURATION_MS_MAX);
+  },
   "drain-timeout-ms": (d, f, raw) => {
     // 0 is meaningful: close at once without waiting for in-flight requests.
     d.drainTimeoutMs = ms(f, raw, 0, DURATION_MS_MAX);
@@ -196,6 +204,7 @@ function defaults(): Draft {
     cookieName: COOKIE_NAME_DEFAULT,
     metricsPath: METRICS_PATH_DEFAULT,
     drainTimeoutMs: DRAIN_TIMEOUT_MS_DEFAULT,
+    bodyTimeoutMs: BODY_TIMEOUT_MS_DEFAULT,
     wafConfig: null,
     wafShadow: false,
     otelEndpoint: null,

@@ -41,6 +41,8 @@ export interface Options {
   /** "" disables the endpoint. */
   readonly metricsPath: string;
   readonly drainTimeoutMs: number;
+  /** Deadline for receiving a request body that is buffered before forwarding (408 after it). */
+  readonly bodyTimeoutMs: number;
   readonly wafConfig: string | null;
   readonly wafShadow: boolean;
   readonly otelEndpoint: string | null;

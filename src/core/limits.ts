@@ -56,6 +56,13 @@ export const CLIENT_IDLE_TIMEOUT_S = 75;
 export const DRAIN_CLOSE_GRACE_MS = 1_000;
 /** How long a listening server waits for in-flight requests on shutdown (flag --drain-timeout-ms). */
 export const DRAIN_TIMEOUT_MS_DEFAULT = 30_000;
+/**
+ * Time allowed to receive a request body that is read whole before forwarding (<= 64 KiB, or one the
+ * WAF checks): a slower client gets 408 and the connection closes (flag --body-timeout-ms). A client
+ * trickling a body would otherwise hold a request slot forever (slowhttptest -B). 30 s allows a 64 KiB
+ * body at 2 KiB/s.
+ */
+export const BODY_TIMEOUT_MS_DEFAULT = 30_000;
 /** Request bodies up to this size are read whole before forwarding (one write; replayable on retry). */
 export const REQUEST_BODY_BUFFER_BYTES_MAX = 64 * 1024;
 /** Largest request body Bun.serve will accept (Bun rejects larger with 413). */

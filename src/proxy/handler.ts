@@ -10,6 +10,7 @@ import { log } from "../telemetry/log.ts";
 import { METRICS_CONTENT_TYPE } from "../telemetry/metrics.ts";
 import type { FifoDeadlines } from "../upstream/deadlines.ts";
 import { Exchange, type ExchangeInput } from "../upstream/exchange.ts";
+import { BODY_TIMED_OUT, readWithin } from "./body-deadline.ts";
 import { errorResponse } from "./errors.ts";
 import type { Fleet } from "./fleet.ts";
 import { type Waf, type WafVerdict, wafResponse } from "./waf.ts";
@@ -20,10 +21,13 @@ export interface ProxyContext {
   readonly fleet: Fleet;
   readonly deadlines: FifoDeadlines;
   readonly waf: Waf;
+  /** Deadlines of buffered request-body reads (--body-timeout-ms). */
+  readonly bodyDeadlines: FifoDeadlines;
 }
 
 const REFUSAL_TEXT: Record<number, string> = {
   400: "Bad Request",
+  408: "Request Timeout",
   411: "Length Required",
   413: "Content Too Large",
   414: "URI Too Long",
@@ -40,7 +44,11 @@ function refusal(status: number, reason: string): Response {
 }
 
 export function createHandler(ctx: ProxyContext) {
-  const { options, fleet, deadlines, waf } = ctx;
+  const { options, fleet, deadlines, waf, bodyDeadlines } = ctx;
+  const bodyTimedOut = () => {
+    log.info("proxy", `request body not received within ${options.bodyTimeoutMs} ms: 408`);
+    return refusal(408, `request body not received within ${options.bodyTimeoutMs} ms`);
+  };
   const metricsPath = options.metricsPath;
 
   return function handle(req: Request, server: Server<undefined>): Response | Promise<Response> {
@@ -132,8 +140,12 @@ export function createHandler(ctx: ProxyContext) {
       (v.jsonDepthMax > 0 || (framing === "chunked" && Number.isFinite(v.bodyBytesMax)))
     ) {
       // The WAF must see the body before the backend does: read it (bounded by the limit), then forward.
-      return readChecked(req, v, framing === "length" ? Number(cl) : -1).then(
+      return readWithin(bodyDeadlines, readChecked(req, v, framing === "length" ? Number(cl) : -1)).then(
         (r) => {
+          if (r === BODY_TIMED_OUT) {
+            waf.release(v);
+            return bodyTimedOut();
+          }
           if (r.refused !== null && waf.bodyRefused(v, r.refused, method, target)) {
             waf.release(v);
             return wafResponse(v);
@@ -168,12 +180,19 @@ export function createHandler(ctx: ProxyContext) {
       // the request can be replayed on another backend; larger ones stream as they arrive.
       // `cl` passed checkRequestFraming: plain digits, so Number() is exact here.
       if (framing === "length" && (cl as string).length <= 9 && Number(cl) <= REQUEST_BODY_BUFFER_BYTES_MAX) {
-        return req.bytes().then(
+        return readWithin(bodyDeadlines, req.bytes()).then(
           (bytes) => {
+            if (bytes === BODY_TIMED_OUT) {
+              if (v !== null) waf.release(v);
+              return bodyTimedOut();
+            }
             input.body = bytes;
             return new Exchange(input).run();
           },
-          () => errorResponse("client_aborted"),
+          () => {
+            if (v !== null) waf.release(v);
+            return errorResponse("client_aborted");
+          },
         );
       }
       input.body = req.body;

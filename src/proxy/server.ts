@@ -28,7 +28,8 @@ export function serve(options: Options, region: Region, slot: number, slotsInUse
   const fleet = new Fleet(options, region, new SharedMetricsStore(region, slot, slotsInUse));
   const deadlines = new FifoDeadlines(options.upstreamTimeoutMs);
   const waf = new Waf(region, slot, slotsInUse, fleet.metrics, options.wafShadow);
-  const handle = createHandler({ options, fleet, deadlines, waf });
+  const bodyDeadlines = new FifoDeadlines(options.bodyTimeoutMs);
+  const handle = createHandler({ options, fleet, deadlines, waf, bodyDeadlines });
   let draining = false;
   const server = Bun.serve({
     hostname: options.host,
