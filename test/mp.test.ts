@@ -838,6 +838,43 @@ describe("binary upgrade (SIGUSR2) under load", () => {
     () => upgradeRun("mp", 10, 2_000),
     LONG_TEST_MS,
   );
+
+  test("the new instance takes over health and rate-limit state", async () => {
+    const be = namedBackend("a");
+    const dead = closedPort();
+    const deadKey = `${HOST}:${dead}`;
+    const dir = mkdtempSync(join(tmpdir(), "zzz-mp-upgrade-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const waf = join(dir, "waf.json");
+    writeFileSync(
+      waf,
+      JSON.stringify({
+        rate_limits: [{ name: "api", path: "/api/*", limit: { requests: 5, period_sec: 60 } }],
+      }),
+    );
+    const lb = await startLb(["-b", be.spec, "-b", deadKey, "-w", "2", "--waf-config", waf]);
+    // 5 of the 5 allowed; the dead backend's refusals are retried on the live one and mark it down.
+    const first = [];
+    for (let i = 0; i < 5; i++) first.push(await httpOnce(lb.port, `/api/${i}`));
+    expect(errorsOf(first)).toEqual([]);
+    await waitFor("the dead backend marked down", async () => {
+      const m = await metricsOf(lb.port);
+      return metric(m, `lb_backend_up{backend="${deadKey}"}`) === 0;
+    });
+
+    process.kill(lb.pid, "SIGUSR2");
+    const next = await waitFor("the new instance", () => listeningLines(lb.stderr())[1], START_DEADLINE_MS);
+    spawnedPids.add(next.pid);
+    await waitFor("the old instance to exit", () => !isAlive(lb.pid), 15_000);
+    expect(lb.stderr()).toMatch(/info\(upgrade\): took over health state of 2 backend\(s\)/);
+
+    // A fresh instance would start with every backend up and every bucket full.
+    const m = await metricsOf(lb.port);
+    expect(metric(m, `lb_backend_up{backend="${deadKey}"}`)).toBe(0);
+    const sixth = await httpOnce(lb.port, "/api/6");
+    expect(sixth.status).toBe(429);
+    expect(sixth.body).toContain('"rule":"api"');
+  });
   test(
     "sp: 3 upgrades in a row, no failed request, a slow request survives",
     () => upgradeRun("sp", 3, 600),
