@@ -610,6 +610,43 @@ describe("backends.json hot reload", () => {
   });
 });
 
+describe("reload while a request is between pick and send", () => {
+  test("a slow-body POST picked before a reload that removes its backend still finishes there", async () => {
+    const dir = tmpDir();
+    const file = join(dir, "backends.json");
+    const bs = ["a", "b", "c"].map((id) =>
+      named(id, async (req) => new Response(`${id}:${(await req.arrayBuffer()).byteLength}`)),
+    );
+    writeFileSync(file, configText(bs));
+    const p = lb([], ["-c", file]);
+    // Round robin: a, b, then the slow POST goes to c.
+    expect(await bodies(p.url + "/", 2)).toEqual(["a:0", "b:0"]);
+    let got = "";
+    const client = await Bun.connect({
+      hostname: "127.0.0.1",
+      port: p.port,
+      socket: {
+        data(_s, d) {
+          got += Buffer.from(d).toString("latin1");
+        },
+      },
+    });
+    cleanups.push(() => client.terminate());
+    client.write("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345");
+    await waitFor("the proxy to have read the head", () => p.server.pendingRequests > 0);
+    // c and b leave; another request makes the worker adopt the new table before the POST goes out.
+    writeConfig(file, configText([bs[0]!]), false);
+    p.reload();
+    await waitFor(
+      "the reload",
+      async () => (await (await fetch(p.url + "/")).text()) === "a:0" && keysOf(p).length === 1,
+    );
+    client.write("67890");
+    await waitFor("the POST's answer", () => got.includes("\r\n\r\n") && got.endsWith("c:10"));
+    expect(got).toStartWith("HTTP/1.1 200");
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------
 
 describe("/metrics", () => {

@@ -7,6 +7,7 @@ import type { BackendSpec, Options, Strategy } from "../config/options.ts";
 import {
   BackendTable,
   ewmaMs,
+  excludeIndex,
   type PickRequest,
   pick,
   stickyCookieValue,
@@ -140,7 +141,10 @@ export class Fleet {
     this.generation = t.generation;
     this.metrics.tableInUse(t.generation);
     // Removed backends: requests in flight finish on them; their idle connections go now.
-    for (const gone of old.values()) gone.pool.retire();
+    for (const gone of old.values()) {
+      gone.index = -1;
+      gone.pool.retire();
+    }
   }
 
   get backends(): readonly Backend[] {
@@ -162,6 +166,11 @@ export class Fleet {
     const r = pick(this.strategy, v, req, Math.random);
     this.pickedSetSticky = r.setSticky;
     return r.index < 0 ? null : v.entries[r.index]!;
+  }
+
+  /** Keeps the next pick of this request off `b` (if `b` is still in the table). */
+  exclude(req: PickRequest, b: Backend): void {
+    if (b.index >= 0 && this.view.entries[b.index] === b) excludeIndex(req, b.index);
   }
 
   /** A transport result of a real request (passive health). An HTTP 5xx is a success here. */

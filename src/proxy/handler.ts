@@ -45,6 +45,15 @@ function refusal(status: number, reason: string): Response {
 
 export function createHandler(ctx: ProxyContext) {
   const { options, fleet, deadlines, waf, bodyDeadlines } = ctx;
+  /** Starts the exchange; if that throws (a bug), the WAF's in-flight count is given back first. */
+  const runExchange = (input: ExchangeInput, v: WafVerdict | null): Promise<Response> => {
+    try {
+      return new Exchange(input).run();
+    } catch (err) {
+      if (v !== null) waf.release(v);
+      throw err;
+    }
+  };
   const bodyTimedOut = () => {
     log.info("proxy", `request body not received within ${options.bodyTimeoutMs} ms: 408`);
     return refusal(408, `request body not received within ${options.bodyTimeoutMs} ms`);
@@ -166,7 +175,7 @@ export function createHandler(ctx: ProxyContext) {
               fields,
             );
           } else input.body = r.rest; // shadow mode: a finding, but the body goes on as it arrives
-          return new Exchange(input).run();
+          return runExchange(input, v);
         },
         () => {
           waf.release(v);
@@ -187,7 +196,7 @@ export function createHandler(ctx: ProxyContext) {
               return bodyTimedOut();
             }
             input.body = bytes;
-            return new Exchange(input).run();
+            return runExchange(input, v);
           },
           () => {
             if (v !== null) waf.release(v);
@@ -197,7 +206,7 @@ export function createHandler(ctx: ProxyContext) {
       }
       input.body = req.body;
     }
-    return new Exchange(input).run();
+    return runExchange(input, v);
   };
 }
 

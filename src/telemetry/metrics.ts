@@ -318,6 +318,16 @@ export class Metrics {
     return r;
   }
 
+  /**
+   * A request is sent to the backend with this row (a backend's row stays valid after a reload removed
+   * it, unlike its index): the form for callers that hold a backend across reloads.
+   */
+  requestStartedRow(r: number): MetricsRow {
+    if (!(r >= 0 && r < METRICS_BACKEND_ROWS_MAX)) throw new RangeError(`row ${r} out of range`);
+    this.store.add(GLOBAL_SLOTS + r * ROW_SLOTS + R_IN_FLIGHT, 1);
+    return r as MetricsRow;
+  }
+
   /** The backend answered with `status` after `seconds` (the caller's choice of end point, consistently). */
   requestFinished(row: MetricsRow, status: number, seconds: number): void {
     const b = GLOBAL_SLOTS + row * ROW_SLOTS;

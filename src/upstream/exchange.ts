@@ -3,7 +3,7 @@
 // The exchange object itself is the response body's stream source and the abort listener, so the
 // hot path allocates no closures per request.
 import type { HostHeaderPolicy } from "../config/options.ts";
-import { excludeIndex, type PickRequest } from "../core/balancer.ts";
+import type { PickRequest } from "../core/balancer.ts";
 import { responseFields } from "../core/headers.ts";
 import { RESPONSE_CHUNKS_QUEUED_MAX, WHOLE_BODY_AS_BYTES_MAX } from "../core/limits.ts";
 import { decideRetry, isIdempotentMethod } from "../core/retry.ts";
@@ -97,7 +97,8 @@ export class Exchange implements ExchangeSink, DeadlineNode {
     });
     this.input.signal.addEventListener("abort", this);
     this.input.deadlines.add(this);
-    this.fleet.budget.recordRequest(performance.now());
+    // Date.now(): the budget's ring is shared by all workers, so they need one clock.
+    this.fleet.budget.recordRequest(Date.now());
     this.attempt(this.backend, true);
     return response;
   }
@@ -105,7 +106,8 @@ export class Exchange implements ExchangeSink, DeadlineNode {
   private attempt(backend: Backend, allowIdle: boolean): void {
     this.backend = backend;
     backend.inFlight++;
-    this.row = this.fleet.metrics.requestStarted(backend.index);
+    // By row, not index: a reload may have moved or removed this backend since it was picked.
+    this.row = this.fleet.metrics.requestStartedRow(backend.row);
     this.attemptOpen = true;
     this.attemptStartMs = performance.now();
     const pool = backend.pool;
@@ -315,10 +317,10 @@ export class Exchange implements ExchangeSink, DeadlineNode {
         bodyReplayable: replayable,
       },
       this.fleet.budget,
-      performance.now(),
+      Date.now(),
     );
     if (decision.retry) {
-      excludeIndex(this.input.pick, b.index);
+      this.fleet.exclude(this.input.pick, b);
       const next = this.fleet.pick(this.input.pick);
       if (next !== null) {
         this.retries++;
