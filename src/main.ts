@@ -12,7 +12,13 @@ import { removeStaleRegions } from "./shm/region.ts";
 import type { Control } from "./supervisor/control.ts";
 import { ENV_ROLE } from "./supervisor/self.ts";
 import { startSupervisor } from "./supervisor/supervisor.ts";
-import { announceReady, isUpgrade, predecessorRegion, startSuccessor } from "./supervisor/upgrade.ts";
+import {
+  announceReady,
+  isUpgrade,
+  predecessorRegion,
+  type Successor,
+  startSuccessor,
+} from "./supervisor/upgrade.ts";
 import { runWorker } from "./supervisor/worker.ts";
 import { log, setLogLevel } from "./telemetry/log.ts";
 
@@ -56,38 +62,75 @@ function claimPort(host: string, port: number): number {
   }
 }
 
-function installSignals(options: Options, instance: Instance): void {
+const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR2"] as const;
+type Signal = (typeof SIGNALS)[number];
+
+/**
+ * Signals that arrive while the instance starts (workers can take seconds) are held and acted on once
+ * it serves, instead of hitting their default action (which kills the process and orphans its files).
+ */
+function holdSignals(): { held: Signal[]; release(): void } {
+  const held: Signal[] = [];
+  const handlers = SIGNALS.map((sig) => {
+    const h = () => held.push(sig);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  return {
+    held,
+    release() {
+      for (const [sig, h] of handlers) process.off(sig, h);
+    },
+  };
+}
+
+/** Installs the handlers; returns them so signals held during startup can be replayed. */
+function installSignals(options: Options, instance: Instance): Record<Signal, () => void> {
   let leaving = false;
+  let successor: Successor | null = null;
   const leave = (why: string) => {
     if (leaving) return;
     leaving = true;
+    if (successor !== null) {
+      // Stopping in the middle of an upgrade stops the new instance too: "stop" means stop.
+      log.info("upgrade", `stopping the new instance (pid ${successor.pid}) as well`);
+      successor.kill();
+      successor = null;
+    }
     log.info("main", `${why}: draining (up to ${options.drainTimeoutMs} ms)`);
     void instance.drain().then(() => {
       log.info("main", "stopped");
       process.exit(0);
     });
   };
-  process.on("SIGTERM", () => leave("SIGTERM"));
-  process.on("SIGINT", () => leave("SIGINT"));
-  process.on("SIGHUP", () => {
-    const files = [options.configFile, options.wafConfig].filter((f) => f !== null);
-    log.info(
-      "main",
-      files.length > 0 ? `SIGHUP: reloading ${files.join(", ")}` : "SIGHUP: no config file to reload",
-    );
-    instance.reload();
-  });
-  let upgrading = false;
-  process.on("SIGUSR2", () => {
-    if (upgrading || leaving) return;
-    upgrading = true;
-    log.info("main", "SIGUSR2: binary upgrade");
-    void startSuccessor(instance.region).then((r) => {
-      upgrading = false;
-      if (r.ok) leave(`upgrade: pid ${r.pid} serves`);
-      else log.err("upgrade", `${r.why}; this instance keeps serving`);
-    });
-  });
+  const act: Record<Signal, () => void> = {
+    SIGTERM: () => leave("SIGTERM"),
+    SIGINT: () => leave("SIGINT"),
+    SIGHUP: () => {
+      const files = [options.configFile, options.wafConfig].filter((f) => f !== null);
+      log.info(
+        "main",
+        files.length > 0 ? `SIGHUP: reloading ${files.join(", ")}` : "SIGHUP: no config file to reload",
+      );
+      instance.reload();
+    },
+    SIGUSR2: () => {
+      if (leaving) return log.info("main", "SIGUSR2 ignored: this instance is stopping");
+      if (successor !== null)
+        return log.info("main", `SIGUSR2 ignored: an upgrade is in progress (pid ${successor.pid})`);
+      log.info("main", "SIGUSR2: binary upgrade");
+      const s = startSuccessor(instance.region);
+      successor = s;
+      void s.outcome.then((r) => {
+        if (successor !== s) return; // stopped meanwhile
+        successor = null;
+        if (r.ok) leave(`upgrade: pid ${r.pid} serves`);
+        else log.err("upgrade", `${r.why}; this instance keeps serving`);
+      });
+    },
+  };
+  for (const sig of SIGNALS) process.on(sig, act[sig]);
+  return act;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -118,6 +161,7 @@ async function main(argv: string[]): Promise<void> {
   if (options.insecure)
     log.warn("tls", "--insecure: backend TLS certificates are NOT verified (never in production)");
 
+  const hold = holdSignals();
   const port = isUpgrade() ? options.port : claimPort(options.host, options.port);
   let instance: Instance;
   let what: string;
@@ -153,7 +197,8 @@ async function main(argv: string[]): Promise<void> {
     );
     process.exit(1);
   }
-  installSignals(options, instance);
+  hold.release();
+  const act = installSignals(options, instance);
   // Announced only once the signal handlers are in place: a SIGHUP sent as soon as this line shows
   // would otherwise hit the default action and kill the process.
   const backends = instance.control.backends
@@ -161,6 +206,7 @@ async function main(argv: string[]): Promise<void> {
     .join(", ");
   log.info("main", `listening on http://${options.host}:${port} (${what}) -> ${backends}`);
   announceReady();
+  for (const sig of hold.held) act[sig]();
 }
 
 void main(process.argv.slice(2));

@@ -839,6 +839,33 @@ describe("binary upgrade (SIGUSR2) under load", () => {
     LONG_TEST_MS,
   );
 
+  test("SIGTERM in the middle of an upgrade stops the new instance too, and the port is free", async () => {
+    const be = namedBackend("a");
+    const lb = await startLb(["-b", be.spec, "-w", "2"]);
+    process.kill(lb.pid, "SIGUSR2");
+    await waitFor("the upgrade to start", () => lb.stderr().includes("info(upgrade): starting "));
+    process.kill(lb.pid, "SIGTERM");
+    const m = await waitFor("the new instance named", () =>
+      /info\(upgrade\): stopping the new instance \(pid (\d+)\) as well/.exec(lb.stderr()),
+    );
+    const successor = Number(m[1]);
+    spawnedPids.add(successor);
+    await waitFor(
+      "both instances and their workers to exit",
+      () => !isAlive(lb.pid) && !isAlive(successor),
+      15_000,
+    );
+    await waitFor("no process left on the port", () => {
+      try {
+        Bun.listen({ hostname: HOST, port: lb.port, socket: { data() {} } }).stop(true);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    expect(lb.stderr()).not.toContain("err(");
+  });
+
   test("the new instance takes over health and rate-limit state", async () => {
     const be = namedBackend("a");
     const dead = closedPort();

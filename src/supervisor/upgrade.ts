@@ -43,8 +43,15 @@ function warnIfQueuedConnectionsDrop(): void {
   }
 }
 
-/** Old side: start the successor and wait until it serves (or fails). */
-export function startSuccessor(own: Region): Promise<UpgradeOutcome> {
+/** A new instance being started: its pid, a way to stop it, and how the attempt ends. */
+export interface Successor {
+  readonly pid: number;
+  readonly outcome: Promise<UpgradeOutcome>;
+  kill(): void;
+}
+
+/** Old side: start the successor; `outcome` settles when it serves (or fails). */
+export function startSuccessor(own: Region): Successor {
   warnIfQueuedConnectionsDrop();
   Atomics.store(own.words, H_UPGRADE_READY_PID, 0);
   const env: Record<string, string | undefined> = { ...process.env, [ENV_UPGRADE_FROM]: own.path };
@@ -60,22 +67,31 @@ export function startSuccessor(own: Region): Promise<UpgradeOutcome> {
   });
   child.unref();
   const deadline = performance.now() + UPGRADE_READY_TIMEOUT_MS;
-  return new Promise((resolve) => {
-    const poll = setInterval(() => {
+  let poll: ReturnType<typeof setInterval> | null = null;
+  const outcome = new Promise<UpgradeOutcome>((resolve) => {
+    poll = setInterval(() => {
       const pid = Atomics.load(own.words, H_UPGRADE_READY_PID);
       if (pid !== 0 && pid === child.pid) {
-        clearInterval(poll);
+        clearInterval(poll!);
         resolve({ ok: true, pid });
       } else if (exited !== null) {
-        clearInterval(poll);
+        clearInterval(poll!);
         resolve({ ok: false, why: `the new instance ended before serving (${exited})` });
       } else if (performance.now() > deadline) {
-        clearInterval(poll);
+        clearInterval(poll!);
         child.kill("SIGTERM");
         resolve({ ok: false, why: `the new instance did not serve within ${UPGRADE_READY_TIMEOUT_MS} ms` });
       }
     }, UPGRADE_POLL_MS);
   });
+  return {
+    pid: child.pid ?? 0,
+    outcome,
+    kill() {
+      if (poll !== null) clearInterval(poll);
+      child.kill("SIGTERM");
+    },
+  };
 }
 
 /** New side: the old instance's region, when this process was started by an upgrade. */

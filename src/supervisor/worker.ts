@@ -21,6 +21,10 @@ export function runWorker(options: Options): void {
   const slots = Number(process.env[ENV_SLOTS]);
   const port = Number(process.env[ENV_PORT] ?? options.port);
   const name = `worker ${slot} (pid ${process.pid})`;
+  // Sent to the whole process group by a terminal or `kill -HUP -pgid`: the supervisor acts on them.
+  // Installed first: their default action would kill a worker that is still starting.
+  process.on("SIGHUP", () => {});
+  process.on("SIGUSR2", () => {});
   let serving: Serving;
   try {
     serving = serve({ ...options, port }, openRegion(process.env[ENV_REGION] ?? ""), slot, slots);
@@ -44,8 +48,5 @@ export function runWorker(options: Options): void {
   process.on("SIGTERM", () => stop("SIGTERM", options.drainTimeoutMs + 1000));
   process.on("SIGINT", () => stop("SIGINT", options.drainTimeoutMs + 1000));
   process.on("disconnect", () => stop("supervisor gone", ORPHAN_DRAIN_MS));
-  // Sent to the whole process group by a terminal or `kill -HUP -pgid`: the supervisor acts on them.
-  process.on("SIGHUP", () => {});
-  process.on("SIGUSR2", () => {});
   process.send?.({ type: "ready", slot } satisfies WorkerMessage);
 }
