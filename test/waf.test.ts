@@ -2,11 +2,13 @@
 // backend, and raw HTTP/1.1 clients bound to distinct loopback source addresses (127.0.0.2, .3, ...)
 // so each is a distinct client IP. Every request is on a fresh connection (Connection: close), which
 // in mp mode lets the kernel spread them over the workers (SO_REUSEPORT hashes the 4-tuple).
+
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { WAF_BODY_BUFFER_BYTES_MAX } from "../src/core/limits.ts";
 import { PROBE_USER_AGENT } from "../src/upstream/probe.ts";
 import { closedPort, type MainProcess, parseRawResponse, spawnMain, waitFor } from "./helpers.ts";
 
@@ -532,6 +534,36 @@ describe("rate limits", () => {
 // 5. Request limits
 
 describe("request limits", () => {
+  test("a JSON body under a depth limit is buffered at most 16 MiB: a bigger one is 413, never forwarded", async () => {
+    const be = countingBackend();
+    cleanups.push(be.stop);
+    const lb = await startLb({ request_limits: { max_json_depth: 5 } }, be, "sp");
+    const json = { "Content-Type": "application/json" };
+    const big = `{"a":"${"x".repeat(WAF_BODY_BUFFER_BYTES_MAX)}"}`;
+    const r = await send(lb.port, {
+      from: "127.0.0.2",
+      method: "POST",
+      target: "/data",
+      headers: json,
+      body: big,
+    });
+    expect(r.status).toBe(413);
+    expect(wafBody(r).error).toBe("body_too_large");
+    const small = `{"a":"${"x".repeat(1000)}"}`;
+    expect(
+      (
+        await send(lb.port, {
+          from: "127.0.0.2",
+          method: "POST",
+          target: "/data",
+          headers: json,
+          body: small,
+        })
+      ).status,
+    ).toBe(200);
+    expect(be.seen.map((x) => x.body)).toEqual([small]);
+  });
+
   test("URI, declared and chunked body size, endpoint override, JSON depth: refused before the backend", async () => {
     const be = countingBackend();
     cleanups.push(be.stop);
@@ -606,6 +638,17 @@ describe("request limits", () => {
     expect(wafBody(flood).error).toBe("json_too_deep");
     console.log(`1 MB of "[" refused with 400 in ${flood.ms.toFixed(1)} ms`);
     expect(flood.ms).toBeLessThan(DEEP_JSON_ANSWER_MS);
+
+    // A compressed JSON body cannot be scanned: refused, not let through to a backend that inflates it.
+    const gz = await send(port, {
+      from,
+      method: "POST",
+      target: "/data",
+      headers: { ...json, "Content-Encoding": "gzip" },
+      body: Buffer.from(Bun.gzipSync("[".repeat(1000) + "]".repeat(1000))),
+    });
+    expect(gz.status).toBe(415);
+    expect(wafBody(gz).error).toBe("encoded_body");
 
     // Nothing refused reached the backend.
     expect(be.seen).toEqual([]);
@@ -1047,7 +1090,7 @@ describe("metrics and the stats line", () => {
       expect(line).toBe(
         `info(waf_stats): WAF Stats: total=${total} allowed=${7 + warm} blocked=3 logged=2` +
           ` block_rate=${Math.round((100 * 3) / total)}%` +
-          " | by_reason: rate_limit=4 burst=0 slowloris=0 uri=1 body=0 json=0 table_full=0",
+          " | by_reason: rate_limit=4 burst=0 slowloris=0 uri=1 body=0 json=0 encoded=0 table_full=0",
       );
     },
     LONG_TEST_MS,

@@ -92,6 +92,12 @@ export const CONFIG_DEBOUNCE_MAX_MS = 1000;
 export const CONFIG_POLL_MS = 1000;
 /** Backends named per category (added, removed, changed) in the one reload log line; the rest are counted. */
 export const RELOAD_LOG_BACKENDS_MAX = 10;
+/**
+ * Most bytes of one request body the WAF buffers to check it before forwarding (a JSON body under a
+ * depth limit, a chunked body under a size limit); a larger one is refused with 413. Without it a
+ * depth limit with no max_body_size would buffer up to REQUEST_BODY_BYTES_MAX (1 GiB) per request.
+ */
+export const WAF_BODY_BUFFER_BYTES_MAX = 16 * 1024 * 1024;
 /** Entries of the shared WAF (client, rule) table: 2^16 x 32 bytes = 2 MiB of the shared region. */
 export const WAF_TABLE_SLOTS_MAX = 1 << 16;
 /**

@@ -87,6 +87,7 @@ export function createHandler(ctx: ProxyContext) {
       const declared = framing === "chunked" ? null : framing === "length" ? Number(cl) : 0;
       const xff = fields["x-forwarded-for"];
       const ct = fields["content-type"];
+      const ce = fields["content-encoding"];
       wafVerdict = waf.admit(
         method,
         target,
@@ -94,6 +95,7 @@ export function createHandler(ctx: ProxyContext) {
         typeof xff === "string" ? xff : undefined,
         declared,
         typeof ct === "string" ? ct : null,
+        typeof ce === "string" ? ce : null,
       );
       if (wafVerdict !== null && wafVerdict.decision === "block") {
         waf.release(wafVerdict);

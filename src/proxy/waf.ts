@@ -8,6 +8,7 @@
 // reason, rule and client IP from it).
 import { ConfigError } from "../config/backends-file.ts";
 import { parseWafFile, type WafConfig } from "../config/waf-file.ts";
+import { WAF_BODY_BUFFER_BYTES_MAX } from "../core/limits.ts";
 import {
   BURST_KEY_RULE,
   type BurstRule,
@@ -233,6 +234,7 @@ export class Waf {
     xff: string | undefined,
     contentLength: number | null,
     contentType: string | null,
+    contentEncoding: string | null,
   ): WafVerdict | null {
     const c = this.sync();
     if (c === null) return null;
@@ -260,11 +262,19 @@ export class Waf {
           if (this.finding(c, v, "body_too_large", -1, 413, 0, method, target)) return v;
           break;
         case "needs_json_scan":
-          v.bodyBytesMax = r.bodyBytesMax;
+          // A compressed body cannot be scanned, and a backend that inflates it would parse what we
+          // never saw: refused (415) rather than let through.
+          if (contentEncoding !== null && contentEncoding.toLowerCase() !== "identity") {
+            if (this.finding(c, v, "encoded_body", -1, 415, 0, method, target)) return v;
+            break;
+          }
+          v.bodyBytesMax = Math.min(r.bodyBytesMax, WAF_BODY_BUFFER_BYTES_MAX);
           v.jsonDepthMax = r.jsonDepthMax;
           break;
         case "ok":
-          v.bodyBytesMax = r.bodyBytesMax;
+          // A chunked body under a size limit is buffered to be checked: never more than the cap.
+          v.bodyBytesMax =
+            contentLength === null ? Math.min(r.bodyBytesMax, WAF_BODY_BUFFER_BYTES_MAX) : r.bodyBytesMax;
           break;
       }
     }

@@ -33,7 +33,7 @@ import { METRICS_SLOTS } from "../telemetry/metrics.ts";
 /** "ZZLB" little-endian: a file that does not start with it is not ours. */
 export const MAGIC = 0x424c5a5a;
 /** Bump on any change below: a process never maps a region of another layout (an upgrade then starts fresh). */
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 
 /** Process slots: slot 0 is the supervisor (or the sp process's control part), 1..WORKERS_MAX workers. */
 export const PROC_SLOTS_MAX = WORKERS_MAX + 1;

@@ -98,7 +98,7 @@ export class WafControl {
       "waf_stats",
       `WAF Stats: total=${total} allowed=${t.allowed} blocked=${t.blocked} logged=${t.logged} block_rate=${rate}%` +
         ` | by_reason: rate_limit=${r.rate_limit} burst=${r.burst} slowloris=${r.conn_limit} uri=${r.uri_too_long}` +
-        ` body=${r.body_too_large} json=${r.json_too_deep} table_full=${r.table_full}`,
+        ` body=${r.body_too_large} json=${r.json_too_deep} encoded=${r.encoded_body} table_full=${r.table_full}`,
     );
   }
 

@@ -42,6 +42,7 @@ export const WAF_REASONS = [
   "uri_too_long",
   "body_too_large",
   "json_too_deep",
+  "encoded_body",
   "conn_limit",
   "table_full",
 ] as const;

@@ -71,10 +71,14 @@ describe("path patterns", () => {
     expect(pathPatternMatches(p, "/v1/api/x")).toBe(false);
   });
 
-  test("exact patterns match only the same normalised path", () => {
+  test("exact patterns match the same normalised path, with or without a trailing slash", () => {
     const p = compilePathPattern("/api/auth/login");
     expect(pathPatternMatches(p, "/api/auth/login")).toBe(true);
-    expect(pathPatternMatches(p, "/api/auth/login/")).toBe(false);
+    expect(pathPatternMatches(p, "/api/auth/login/")).toBe(true);
+    expect(pathPatternMatches(compilePathPattern("/login/"), "/login")).toBe(true);
+    expect(pathPatternMatches(p, normalisePath("/api/auth/login;jsessionid=1"))).toBe(true);
+    expect(pathPatternMatches(p, normalisePath("/api;x=1/auth/login"))).toBe(true);
+    expect(pathPatternMatches(p, "/api/auth/login/x")).toBe(false);
     expect(pathPatternMatches(p, "/api/auth/login2")).toBe(false);
     expect(pathPatternMatches(p, "/api/auth")).toBe(false);
   });

@@ -7,6 +7,7 @@ const CH_PERCENT = 37;
 const CH_SLASH = 47;
 const CH_DOT = 46;
 const CH_STAR = 42;
+const CH_SEMI = 59;
 
 function hexValue(c: number): number {
   if (c >= 48 && c <= 57) return c - 48;
@@ -23,13 +24,13 @@ function isUnreserved(c: number): boolean {
   );
 }
 
-/** True when the path needs no work: no "%", no "//", no "." or ".." segment. */
+/** True when the path needs no work: no "%", no ";", no "//", no "." or ".." segment. */
 function isNormal(path: string): boolean {
   if (path.charCodeAt(0) !== CH_SLASH) return false;
   const n = path.length;
   for (let i = 0; i < n; i++) {
     const c = path.charCodeAt(i);
-    if (c === CH_PERCENT) return false;
+    if (c === CH_PERCENT || c === CH_SEMI) return false;
     if (c !== CH_SLASH || i + 1 >= n) continue;
     const c1 = path.charCodeAt(i + 1);
     if (c1 === CH_SLASH) return false;
@@ -84,7 +85,11 @@ export function normalisePath(path: string): string {
   while (start <= n) {
     let end = decoded.indexOf("/", start);
     if (end < 0) end = n;
-    const len = end - start;
+    // ";params" of a segment are dropped for matching: servlet containers (Tomcat, Jetty) route
+    // "/login;jsessionid=x" as "/login", so a rule on "/login" must see it that way too.
+    const semi = decoded.indexOf(";", start);
+    const segEnd = semi >= 0 && semi < end ? semi : end;
+    const len = segEnd - start;
     if (len === 0) {
       trailingSlash = true;
     } else if (len === 1 && decoded.charCodeAt(start) === CH_DOT) {
@@ -97,7 +102,7 @@ export function normalisePath(path: string): string {
       segments.pop();
       trailingSlash = true;
     } else {
-      segments.push(decoded.slice(start, end));
+      segments.push(decoded.slice(start, segEnd));
       trailingSlash = false;
     }
     start = end + 1;
@@ -114,7 +119,10 @@ export type PathMatchKind = "exact" | "prefix";
 export interface PathPattern {
   readonly kind: PathMatchKind;
   readonly text: string;
-  /** For "/x/*" patterns: "/x", which the pattern also matches (see pathPatternMatches). */
+  /**
+   * For "/x/*" patterns: "/x", which the pattern also matches. For exact patterns: the same path
+   * with the trailing slash added or removed, which it also matches (see pathPatternMatches).
+   */
   readonly bare: string | null;
 }
 
@@ -124,7 +132,12 @@ export interface PathPattern {
  */
 export function compilePathPattern(pattern: string): PathPattern {
   const star = pattern.length > 0 && pattern.charCodeAt(pattern.length - 1) === CH_STAR;
-  if (!star) return { kind: "exact", text: normalisePath(pattern), bare: null };
+  if (!star) {
+    const text = normalisePath(pattern);
+    if (text === "/") return { kind: "exact", text, bare: null };
+    const slashed = text.charCodeAt(text.length - 1) === CH_SLASH;
+    return { kind: "exact", text, bare: slashed ? text.slice(0, -1) : text + "/" };
+  }
   const literal = pattern.slice(0, -1);
   // normalisePath("") is "/", so "*" alone matches every path.
   const text = literal === "" ? "/" : normalisePath(literal);
@@ -140,7 +153,9 @@ export function compilePathPattern(pattern: string): PathPattern {
  * the "*" ("/api*") is a plain string prefix and matches "/apix", as written.
  */
 export function pathPatternMatches(p: PathPattern, normalisedPath: string): boolean {
-  if (p.kind === "exact") return normalisedPath === p.text;
+  // Exact patterns also match with or without a trailing slash: most routers (Express, Spring)
+  // serve "/login" and "/login/" alike, so "/login/" must not dodge a rule on "/login".
+  if (p.kind === "exact") return normalisedPath === p.text || normalisedPath === p.bare;
   return normalisedPath.startsWith(p.text) || normalisedPath === p.bare;
 }
 
