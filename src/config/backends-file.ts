@@ -208,12 +208,12 @@ function rejectUnknown(
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
+export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /** A value as the message shows it: strings quoted, containers by kind (they can be large). */
-function shown(v: unknown): string {
+export function shown(v: unknown): string {
   if (typeof v === "string") return quote(v);
   if (Array.isArray(v)) return "an array";
   if (v === null) return "null";
@@ -225,8 +225,9 @@ function tooBig(source: string, bytes: number): ConfigError {
   return new ConfigError(source, "", `is ${bytes} bytes, more than the ${CONFIG_BYTES_MAX} allowed`);
 }
 
-function deepFreeze<T>(o: T): T {
-  if (typeof o === "object" && o !== null && !Object.isFrozen(o)) {
+/** Freezes plain objects and arrays; typed arrays (parsed CIDRs) cannot be frozen and are left as they are. */
+export function deepFreeze<T>(o: T): T {
+  if (typeof o === "object" && o !== null && !ArrayBuffer.isView(o) && !Object.isFrozen(o)) {
     for (const value of Object.values(o)) deepFreeze(value);
     Object.freeze(o);
   }
@@ -441,7 +442,7 @@ function found(text: string, i: number, len = 1): string {
 }
 
 /** "line L, column C", both from 1; columns count code points, as editors do. */
-function lineColumn(text: string, offset: number): string {
+export function lineColumn(text: string, offset: number): string {
   let line = 1;
   let lineStart = 0;
   for (let j = 0; j < offset; j++) {

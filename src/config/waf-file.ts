@@ -29,7 +29,15 @@ import { BURST_THRESHOLD_DEFAULT, BURST_WINDOW_SEC_DEFAULT } from "../core/waf/b
 import { type Cidr, parseCidr as parseCidrWords, parseIp } from "../core/waf/client.ts";
 import { gcraProblem, RATE_PER_SEC_MAX } from "../core/waf/ratelimit.ts";
 import type { RequestLimitsConfig } from "../core/waf/request-limits.ts";
-import { ConfigError, findJsonFault, readBackendsText } from "./backends-file.ts";
+import {
+  ConfigError,
+  deepFreeze,
+  findJsonFault,
+  isObject,
+  lineColumn,
+  readBackendsText,
+  shown,
+} from "./backends-file.ts";
 
 /** Rules per file (core/limits.ts WAF_RULES_MAX: metrics keep a fixed row of counters per rule). */
 export const RATE_LIMITS_MAX = WAF_RULES_MAX;
@@ -481,38 +489,4 @@ function rejectUnknown(o: Obj, known: readonly string[], where: string, fail: Fa
       `unknown key (${hint}known: ${known.join(", ")})`,
     );
   }
-}
-
-function isObject(v: unknown): v is Obj {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function shown(v: unknown): string {
-  if (typeof v === "string") return quote(v);
-  if (Array.isArray(v)) return "an array";
-  if (v === null) return "null";
-  if (typeof v === "object") return "an object";
-  return String(v);
-}
-
-/** Freezes plain objects and arrays; typed arrays (Cidr words) cannot be frozen and are left as they are. */
-function deepFreeze<T>(o: T): T {
-  if (typeof o === "object" && o !== null && !ArrayBuffer.isView(o) && !Object.isFrozen(o)) {
-    for (const value of Object.values(o)) deepFreeze(value);
-    Object.freeze(o);
-  }
-  return o;
-}
-
-/** "line L, column C", both from 1; columns count code points (as backends-file.ts reports them). */
-function lineColumn(text: string, offset: number): string {
-  let line = 1;
-  let lineStart = 0;
-  for (let j = 0; j < offset; j++) {
-    if (text.charCodeAt(j) === 0x0a) {
-      line++;
-      lineStart = j + 1;
-    }
-  }
-  return `line ${line}, column ${[...text.slice(lineStart, offset)].length + 1}`;
 }
