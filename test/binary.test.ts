@@ -2,11 +2,11 @@
 // started from another directory, replaced with `mv` while it runs, then told SIGUSR2. Under keep-alive
 // and fresh-connection load nothing may fail, and the new instance must run the new file. Processes are
 // found through /proc; everything the file starts is killed and the ~105 MB build is removed afterwards.
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import {
   chmodSync,
   copyFileSync,
-  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -15,7 +15,6 @@ import {
   renameSync,
   rmSync,
   statSync,
-  writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,6 +23,7 @@ import pkg from "../package.json" with { type: "json" };
 import { regionDir } from "../src/shm/region.ts";
 import { PROBE_USER_AGENT } from "../src/upstream/probe.ts";
 import { closedPort, parseRawResponse, waitFor } from "./helpers.ts";
+import { childrenOf, ensureQueuedConnectionsMigrate, isAlive } from "./procs.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Bounds
@@ -49,42 +49,9 @@ const LOAD_REQUESTS_MAX = 100_000;
 /** Successes every client must add once the new instance serves alone: it serves both kinds of client. */
 const OK_AFTER_UPGRADE_MIN = 20;
 const WORKERS = 2;
-const MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req";
 
 // ---------------------------------------------------------------------------------------------------------
-// Processes, through /proc (copied from mp.test.ts, trimmed)
-
-function procState(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  } catch {
-    return null;
-  }
-}
-
-/** Running (a zombie waiting for a reaper is gone for our purposes). */
-function isAlive(pid: number): boolean {
-  const s = procState(pid);
-  return s !== null && s !== "Z" && s !== "X";
-}
-
-/** Live children of `pid`, from the ppid field of every /proc/N/stat. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${name}/stat`, "latin1");
-    } catch {
-      continue;
-    }
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(rest[1]) === pid && rest[0] !== "Z" && rest[0] !== "X") out.push(Number(name));
-  }
-  return out.sort((a, b) => a - b);
-}
+// Processes (the /proc helpers are in ./procs.ts)
 
 /** argv of a process as the kernel holds it. */
 const cmdlineOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").slice(0, -1);
@@ -251,15 +218,7 @@ const cleanups: (() => unknown)[] = [];
 
 beforeAll(
   async () => {
-    // Without it Linux resets connections queued on the old listeners when they close (README, "Binary
-    // upgrade"); the setting is per network namespace, and this machine and CI run the tests as root.
-    if (existsSync(MIGRATE_REQ) && readFileSync(MIGRATE_REQ, "utf8").trim() !== "1") {
-      try {
-        writeFileSync(MIGRATE_REQ, "1");
-      } catch (err) {
-        throw new Error(`${MIGRATE_REQ} is 0 and cannot be set (${String(err)}): run as root or set it to 1`);
-      }
-    }
+    ensureQueuedConnectionsMigrate();
     dir = mkdtempSync(join(tmpdir(), "zzz-lb-binary-test-"));
     const built = join(dir, "v1", "load_balancer");
     // The CLI form of build.ts's Bun.build({ compile: { outfile }, minify: true }).

@@ -1,22 +1,16 @@
 // Multi-process mode end to end (issue 4): the real entry point with a supervisor and workers, real
 // backends, raw TCP clients (fresh connections and persistent keep-alive ones), kill -9, signals and
 // binary upgrades. Processes are found through /proc; everything a test starts is killed afterwards.
+
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
 import { regionDir } from "../src/shm/region.ts";
 import { PROBE_USER_AGENT } from "../src/upstream/probe.ts";
 import { backend, closedPort, type MainProcess, parseRawResponse, spawnMain, waitFor } from "./helpers.ts";
+import { childrenOf, ensureQueuedConnectionsMigrate, isAlive } from "./procs.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Bounds
@@ -45,39 +39,6 @@ const LONG_TEST_MS = 120_000;
 
 // ---------------------------------------------------------------------------------------------------------
 // Processes, through /proc
-
-/** The state letter of /proc/PID/stat, or null when there is no such process. */
-function procState(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  } catch {
-    return null;
-  }
-}
-
-/** Running (a zombie waiting for a reaper that may never come is gone for our purposes). */
-function isAlive(pid: number): boolean {
-  const s = procState(pid);
-  return s !== null && s !== "Z" && s !== "X";
-}
-
-/** Live children of `pid`, from the ppid field of every /proc/N/stat. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${name}/stat`, "latin1");
-    } catch {
-      continue;
-    }
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(rest[1]) === pid && rest[0] !== "Z" && rest[0] !== "X") out.push(Number(name));
-  }
-  return out.sort((a, b) => a - b);
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Instances of the real entry point, and cleanup
@@ -819,20 +780,8 @@ async function upgradeRun(mode: "mp" | "sp", upgrades: number, requestsMin: numb
   expect(lb.stderr()).not.toContain("err(");
 }
 
-const MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req";
-
 describe("binary upgrade (SIGUSR2) under load", () => {
-  // Without it Linux resets connections still queued on a SO_REUSEPORT listener when it closes: a few
-  // fresh connections per upgrade under load (README, "Binary upgrade"). The setting is per network
-  // namespace; this machine and CI run the tests as root.
-  beforeAll(() => {
-    if (!existsSync(MIGRATE_REQ) || readFileSync(MIGRATE_REQ, "utf8").trim() === "1") return;
-    try {
-      writeFileSync(MIGRATE_REQ, "1");
-    } catch (err) {
-      throw new Error(`${MIGRATE_REQ} is 0 and cannot be set (${String(err)}): run as root or set it to 1`);
-    }
-  });
+  beforeAll(ensureQueuedConnectionsMigrate);
   test(
     "mp -w 2: 10 upgrades in a row, no failed request, a slow request survives",
     () => upgradeRun("mp", 10, 2_000),
