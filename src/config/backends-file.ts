@@ -55,8 +55,11 @@ const STRATEGIES: ReadonlyMap<string, Strategy> = new Map<string, Strategy>([
 
 const BACKEND_SHAPE = `{"host": "10.0.0.1", "port": 80}`;
 
-/** Parses and validates the text of a backends file; `source` names the file in messages. Deep-frozen. */
-export function parseBackendsFile(text: string, source: string): BackendsFile {
+/**
+ * The JSON document of a config file's text, or ConfigError: over CONFIG_BYTES_MAX, a syntax error or a
+ * duplicate key (with line and column). Shared by every config file format.
+ */
+export function parseConfigJson(text: string, source: string): unknown {
   // Each UTF-16 unit is at least one UTF-8 byte, so a long string is refused before encoding it.
   const bytes = text.length > CONFIG_BYTES_MAX ? text.length : new TextEncoder().encode(text).length;
   if (bytes > CONFIG_BYTES_MAX) throw tooBig(source, bytes);
@@ -66,12 +69,16 @@ export function parseBackendsFile(text: string, source: string): BackendsFile {
   // JSON.parse (JavaScriptCore) reports no position, and keeps the last of two equal keys silently.
   const fault = findJsonFault(body);
   if (fault) throw new ConfigError(source, lineColumn(body, fault.offset), fault.problem);
-  let doc: unknown;
   try {
-    doc = JSON.parse(body);
+    return JSON.parse(body);
   } catch (e) {
     throw new ConfigError(source, "", `invalid JSON: ${(e as Error).message}`);
   }
+}
+
+/** Parses and validates the text of a backends file; `source` names the file in messages. Deep-frozen. */
+export function parseBackendsFile(text: string, source: string): BackendsFile {
+  const doc = parseConfigJson(text, source);
 
   const fail = (where: string, problem: string): never => {
     throw new ConfigError(source, where, problem);

@@ -18,13 +18,7 @@
 // many (client, rule) entries the shared table tracks. Errors read `<file>: <json path>: <problem>`, like the backends file.
 import { quote } from "../cli/error.ts";
 import { editDistance } from "../cli/values.ts";
-import {
-  CONFIG_BYTES_MAX,
-  REQUEST_BODY_BYTES_MAX,
-  URI_BYTES_MAX,
-  WAF_RULES_MAX,
-  WAF_TABLE_SLOTS_MAX,
-} from "../core/limits.ts";
+import { REQUEST_BODY_BYTES_MAX, URI_BYTES_MAX, WAF_RULES_MAX, WAF_TABLE_SLOTS_MAX } from "../core/limits.ts";
 import { BURST_THRESHOLD_DEFAULT, BURST_WINDOW_SEC_DEFAULT } from "../core/waf/burst.ts";
 import { type Cidr, parseCidr as parseCidrWords, parseIp } from "../core/waf/client.ts";
 import { gcraProblem, RATE_PER_SEC_MAX } from "../core/waf/ratelimit.ts";
@@ -32,9 +26,8 @@ import type { RequestLimitsConfig } from "../core/waf/request-limits.ts";
 import {
   ConfigError,
   deepFreeze,
-  findJsonFault,
   isObject,
-  lineColumn,
+  parseConfigJson,
   readBackendsText,
   shown,
 } from "./backends-file.ts";
@@ -153,19 +146,7 @@ type Obj = Record<string, unknown>;
 
 /** Parses and validates the text of a WAF file; `source` names the file in messages. Deep-frozen. */
 export function parseWafFile(text: string, source: string): WafConfig {
-  const bytes = text.length > CONFIG_BYTES_MAX ? text.length : new TextEncoder().encode(text).length;
-  if (bytes > CONFIG_BYTES_MAX) {
-    throw new ConfigError(source, "", `is ${bytes} bytes, more than the ${CONFIG_BYTES_MAX} allowed`);
-  }
-  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
-  const fault = findJsonFault(body);
-  if (fault) throw new ConfigError(source, lineColumn(body, fault.offset), fault.problem);
-  let doc: unknown;
-  try {
-    doc = JSON.parse(body);
-  } catch (e) {
-    throw new ConfigError(source, "", `invalid JSON: ${(e as Error).message}`);
-  }
+  const doc = parseConfigJson(text, source);
   const fail: Fail = (where, problem) => {
     throw new ConfigError(source, where, problem);
   };
