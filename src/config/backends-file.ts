@@ -204,15 +204,28 @@ function rejectUnknown(
 ): void {
   for (const k of Object.keys(o)) {
     if (known.includes(k)) continue;
-    let best: string | null = null;
-    let bestD = 3;
-    for (const c of known) {
-      const d = editDistance(k.toLowerCase(), c);
-      if (d < bestD) [best, bestD] = [c, d];
-    }
+    const best = nearestKey(k, known);
     const hint = best === null ? "" : `did you mean "${best}"? `;
     fail(where, `unknown key ${quote(k)} (${hint}known: ${known.join(", ")})`);
   }
+}
+
+/** Edit distance below which an unknown key is taken for a typo of a known one. */
+const KEY_TYPO_DISTANCE_MAX = 2;
+
+/**
+ * The known key an unknown one most likely meant: a typo (edit distance <= 2), or else a known key it
+ * is the start of ("period" for "period_sec": a key cut short is as likely as a typo). null if none.
+ */
+export function nearestKey(k: string, known: readonly string[]): string | null {
+  const lower = k.toLowerCase();
+  let best: string | null = null;
+  let bestD = KEY_TYPO_DISTANCE_MAX + 1;
+  for (const c of known) {
+    const d = editDistance(lower, c);
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best ?? known.find((c) => k.length >= 3 && c.startsWith(lower)) ?? null;
 }
 
 export function isObject(v: unknown): v is Record<string, unknown> {

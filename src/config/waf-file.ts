@@ -17,7 +17,6 @@
 // room for its client, and "table_slots" (a power of two, default and most WAF_TABLE_SLOTS_MAX): how
 // many (client, rule) entries the shared table tracks. Errors read `<file>: <json path>: <problem>`, like the backends file.
 import { quote } from "../cli/error.ts";
-import { editDistance } from "../cli/values.ts";
 import { REQUEST_BODY_BYTES_MAX, URI_BYTES_MAX, WAF_RULES_MAX, WAF_TABLE_SLOTS_MAX } from "../core/limits.ts";
 import { BURST_THRESHOLD_DEFAULT, BURST_WINDOW_SEC_DEFAULT } from "../core/waf/burst.ts";
 import { type Cidr, parseCidr as parseCidrWords, parseIp } from "../core/waf/client.ts";
@@ -27,6 +26,7 @@ import {
   ConfigError,
   deepFreeze,
   isObject,
+  nearestKey,
   parseConfigJson,
   readBackendsText,
   shown,
@@ -455,14 +455,7 @@ function object(raw: unknown, where: string, shape: string, fail: Fail): Obj {
 function rejectUnknown(o: Obj, known: readonly string[], where: string, fail: Fail): void {
   for (const k of Object.keys(o)) {
     if (known.includes(k)) continue;
-    let best: string | null = null;
-    let bestD = 3;
-    for (const c of known) {
-      const d = editDistance(k.toLowerCase(), c);
-      if (d < bestD) [best, bestD] = [c, d];
-    }
-    // "period" for "period_sec": a key cut short is as likely as a typo.
-    if (best === null) best = known.find((c) => k.length >= 3 && c.startsWith(k.toLowerCase())) ?? null;
+    const best = nearestKey(k, known);
     const hint = best === null ? "" : `did you mean "${best}"? `;
     const at = /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) ? `.${k}` : `[${quote(k)}]`;
     fail(

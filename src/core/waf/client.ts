@@ -156,7 +156,11 @@ export function parseIpInto(text: string, start: number, end: number, out: Uint3
     }
   }
   if (colons) return parseV6(text, start, end, out);
-  const v4 = parseV4(text, start, end);
+  return storeV4Mapped(parseV4(text, start, end), out);
+}
+
+/** An IPv4 address (or -1 for none) as its v4-mapped IPv6 words ::ffff:a.b.c.d; false for -1. */
+function storeV4Mapped(v4: number, out: Uint32Array): boolean {
   if (v4 < 0) return false;
   out[0] = 0;
   out[1] = 0;
@@ -314,13 +318,7 @@ export function parseXffEntryInto(text: string, start: number, end: number, out:
   if (colons === 1) {
     // One colon can only be IPv4 with a port (IPv6 text has at least two).
     if (!parsePort(text, lastColon + 1, end)) return false;
-    const v4 = parseV4(text, start, lastColon);
-    if (v4 < 0) return false;
-    out[0] = 0;
-    out[1] = 0;
-    out[2] = 0xffff;
-    out[3] = v4;
-    return true;
+    return storeV4Mapped(parseV4(text, start, lastColon), out);
   }
   return parseIpInto(text, start, end, out);
 }
