@@ -18,11 +18,11 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Socket } from "bun";
 import pkg from "../package.json" with { type: "json" };
 import { regionDir } from "../src/shm/region.ts";
 import { PROBE_USER_AGENT } from "../src/upstream/probe.ts";
-import { closedPort, parseRawResponse, waitFor } from "./helpers.ts";
+import { closedPort, waitFor } from "./helpers.ts";
+import { Load } from "./load.ts";
 import { childrenOf, ensureQueuedConnectionsMigrate, isAlive } from "./procs.ts";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -40,12 +40,8 @@ const START_DEADLINE_MS = 15_000;
 const UPGRADE_DEADLINE_MS = 15_000;
 /** After SIGTERM with no request in flight, the instance and its workers are gone within this. */
 const STOP_DEADLINE_MS = 5_000;
-/** One request through the proxy; anything slower is a failure, not a wait. */
-const REQUEST_TIMEOUT_MS = 10_000;
 /** Probes once at start only, so the backend sees (nearly) only the test's requests. */
 const PROBE_INTERVAL_MS = "60000";
-/** Hard cap on requests the load sends, so a broken stop condition cannot run forever. */
-const LOAD_REQUESTS_MAX = 100_000;
 /** Successes every client must add once the new instance serves alone: it serves both kinds of client. */
 const OK_AFTER_UPGRADE_MIN = 20;
 const WORKERS = 2;
@@ -59,6 +55,10 @@ const cmdlineOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, "latin1"
 const LISTENING_RE =
   /info\(main\): listening on http:\/\/[^:]+:(\d+) \(mp, (\d+) workers?, supervisor pid (\d+)\)/g;
 
+/** Successful requests of one kind of client. */
+const okOf = (load: Load, kind: "keep-alive" | "fresh") =>
+  load.clients.filter((c) => c.kind === kind).reduce((n, c) => n + c.ok, 0);
+
 /** Every mp `listening on` line so far: port, workers, supervisor pid. */
 function listeningLines(stderr: string) {
   return [...stderr.matchAll(LISTENING_RE)].map((m) => ({
@@ -66,141 +66,6 @@ function listeningLines(stderr: string) {
     workers: Number(m[2]),
     pid: Number(m[3]),
   }));
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Load: raw HTTP/1.1 over TCP, so "one persistent connection" and "a new connection per request" are
-// exactly that (fetch's pool decides neither). Nothing is retried.
-
-/** One client, one request at a time: keep-alive reuses its connection, fresh sends Connection: close. */
-class Client {
-  ok = 0;
-  readonly failures: string[] = [];
-  private sock: Socket<undefined> | null = null;
-  private buf: Buffer = Buffer.alloc(0);
-  private waiting: ((closed: boolean, error: string) => void) | null = null;
-  /** Requests sent on the current connection (a failure says whether the connection was reused). */
-  private onConn = 0;
-
-  constructor(
-    readonly name: string,
-    private readonly port: number,
-    readonly fresh: boolean,
-  ) {}
-
-  /** Sends GET `target`; returns "" when a 200 came back, else what went wrong. */
-  async request(target: string): Promise<string> {
-    if (this.sock === null) {
-      try {
-        await this.connect();
-      } catch (err) {
-        return `connect: ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
-      }
-    }
-    const sock = this.sock!;
-    const nth = ++this.onConn;
-    return await new Promise<string>((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiting = null;
-        this.drop();
-        resolve(`no complete response within ${REQUEST_TIMEOUT_MS} ms`);
-      }, REQUEST_TIMEOUT_MS);
-      this.waiting = (closed, error) => {
-        const r = parseRawResponse(this.buf, false, closed);
-        if (r === null && !closed && error === "") return;
-        clearTimeout(timer);
-        this.waiting = null;
-        if (r === null) {
-          this.drop();
-          resolve(`${error} after ${this.buf.length} response bytes (request #${nth} on its connection)`);
-          return;
-        }
-        this.buf = Buffer.from(r.rest);
-        if (this.fresh || closed || r.lines.some((l) => /^connection:\s*close/i.test(l))) this.drop();
-        resolve(r.status === 200 ? "" : `status ${r.status}`);
-      };
-      sock.write(
-        `GET ${target} HTTP/1.1\r\nHost: lb.test\r\n${this.fresh ? "Connection: close\r\n" : ""}\r\n`,
-      );
-    });
-  }
-
-  private async connect(): Promise<void> {
-    this.buf = Buffer.alloc(0);
-    this.onConn = 0;
-    const owner = this;
-    const gone = (sk: Socket<undefined>, error: string) => {
-      if (sk !== owner.sock) return;
-      if (owner.waiting) owner.waiting(true, error);
-      else owner.sock = null;
-    };
-    this.sock = await Bun.connect({
-      hostname: HOST,
-      port: this.port,
-      socket: {
-        data(sk, d) {
-          if (sk !== owner.sock) return;
-          owner.buf = Buffer.concat([owner.buf, Buffer.from(d)]);
-          owner.waiting?.(false, "");
-        },
-        close(sk, err) {
-          gone(
-            sk,
-            err ? `connection reset (${(err as NodeJS.ErrnoException).code})` : "closed by the server",
-          );
-        },
-        error(sk, err) {
-          gone(sk, `socket error ${(err as NodeJS.ErrnoException).code ?? err.message}`);
-        },
-      },
-    });
-  }
-
-  drop(): void {
-    const s = this.sock;
-    this.sock = null;
-    s?.end();
-  }
-}
-
-/** `keepAlive` + `fresh` clients sending GET /?c=NAME&n=I in a loop until stop() or LOAD_REQUESTS_MAX. */
-class Load {
-  readonly clients: Client[] = [];
-  total = 0;
-  private stopped = false;
-  private readonly loops: Promise<void>[] = [];
-
-  constructor(port: number, keepAlive: number, fresh: number) {
-    for (let i = 0; i < keepAlive + fresh; i++) {
-      const c = new Client(i < keepAlive ? `ka${i}` : `fresh${i - keepAlive}`, port, i >= keepAlive);
-      this.clients.push(c);
-      this.loops.push(this.run(c));
-    }
-  }
-
-  private async run(c: Client): Promise<void> {
-    while (!this.stopped && this.total < LOAD_REQUESTS_MAX) {
-      this.total++;
-      const target = `/?c=${c.name}&n=${c.ok + c.failures.length}`;
-      const error = await c.request(target);
-      if (error === "") c.ok++;
-      else c.failures.push(`${target}: ${error}`);
-    }
-    c.drop();
-  }
-
-  failures(): string[] {
-    return this.clients.flatMap((c) => c.failures.map((f) => `${c.name} ${f}`));
-  }
-
-  okOf(fresh: boolean): number {
-    return this.clients.filter((c) => c.fresh === fresh).reduce((n, c) => n + c.ok, 0);
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await Promise.all(this.loops);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -323,7 +188,7 @@ describe("the compiled binary", () => {
         expect(readFileSync(`/proc/${w}/comm`, "latin1").trim()).toBe("load_balancer");
       }
 
-      const load = new Load(port, 4, 4);
+      const load = new Load(port, { keepAlive: 4, fresh: 4 });
       cleanups.push(() => load.stop());
       await waitFor("load running on every client", () => load.clients.every((c) => c.ok >= 5));
 
@@ -364,10 +229,10 @@ describe("the compiled binary", () => {
       await load.stop();
       console.log(
         `upgrade: ${oldPid} -> ${next.pid}: new listening after ${listeningMs.toFixed(0)} ms, old gone after ` +
-          `${upgradeMs.toFixed(0)} ms; ${load.total} requests (ok: ${load.okOf(false)} keep-alive, ` +
-          `${load.okOf(true)} fresh), ${load.failures().length} failed; backend saw ${served}`,
+          `${upgradeMs.toFixed(0)} ms; ${load.total} requests (ok: ${okOf(load, "keep-alive")} keep-alive, ` +
+          `${okOf(load, "fresh")} fresh), ${load.failures.length} failed; backend saw ${served}`,
       );
-      expect(load.failures()).toEqual([]);
+      expect(load.failures.map((f) => `${f.client} ${f.target}: ${f.error}`)).toEqual([]);
       expect(stderr).toContain(`info(main): upgrade: pid ${next.pid} serves: draining`);
 
       // Stop the new instance (not our child) by pid: it and its workers go.
