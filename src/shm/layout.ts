@@ -11,7 +11,6 @@
 //  HEADER_BYTES              backend table half 0                       supervisor (publish)
 //  + TABLE_BYTES             backend table half 1                       supervisor (publish)
 //  ROWS_OFFSET               ROWS_MAX backend rows: health word         any process (CAS)
-//  WORKERS_OFFSET            PROC_SLOTS_MAX process slots: pid, state    each process its own
 //  METRICS_OFFSET            PROC_SLOTS_MAX x METRICS_SLOTS float64     each process its own slot
 //  WAF_OFFSET                WAF config text + tables (WH_*, below)     supervisor (text), any (tables)
 //
@@ -33,7 +32,7 @@ import { METRICS_SLOTS } from "../telemetry/metrics.ts";
 /** "ZZLB" little-endian: a file that does not start with it is not ours. */
 export const MAGIC = 0x424c5a5a;
 /** Bump on any change below: a process never maps a region of another layout (an upgrade then starts fresh). */
-export const LAYOUT_VERSION = 2;
+export const LAYOUT_VERSION = 3;
 
 /** Process slots: slot 0 is the supervisor (or the sp process's control part), 1..WORKERS_MAX workers. */
 export const PROC_SLOTS_MAX = WORKERS_MAX + 1;
@@ -74,8 +73,6 @@ export const H_GENERATION = 5;
 export const H_RR = 6;
 /** Bumped on every health transition: workers rebuild their cached healthy bitmap when it moves. */
 export const H_HEALTH_VERSION = 7;
-/** Set to 1 by the supervisor once the first table is published and workers may serve. */
-export const H_READY = 8;
 /**
  * Binary upgrade hand-over: the new instance writes its pid here (into the OLD instance's region)
  * once its workers serve; the old supervisor polls it, then drains and exits.
@@ -108,15 +105,9 @@ export const TABLE_BYTES = align(TABLE_WORDS * 4, 64);
 export const ROW_WORDS = 4;
 export const R_HEALTH = 0;
 
-// --- Process slots.
-export const P_PID = 0;
-export const P_STARTED = 1; // 1 once the process serves
-export const PROC_WORDS = 4;
-
 export const TABLES_OFFSET = HEADER_BYTES;
 export const ROWS_OFFSET = TABLES_OFFSET + 2 * TABLE_BYTES;
-export const PROCS_OFFSET = align(ROWS_OFFSET + ROWS_MAX * ROW_WORDS * 4, 64);
-export const METRICS_OFFSET = align(PROCS_OFFSET + PROC_SLOTS_MAX * PROC_WORDS * 4, 64);
+export const METRICS_OFFSET = align(ROWS_OFFSET + ROWS_MAX * ROW_WORDS * 4, 64);
 export const METRICS_SLOT_BYTES = align(METRICS_SLOTS * 8, 64);
 export const WAF_OFFSET = align(METRICS_OFFSET + PROC_SLOTS_MAX * METRICS_SLOT_BYTES, 4096);
 export const REGION_BYTES = align(WAF_OFFSET + WAF_BYTES, 4096);
